@@ -1,0 +1,65 @@
+"""The analysis pass: structural facts the rules and the backends' ``can_lower`` read.
+
+Facts come from the registries' capability tags, so a new kind adds facts by declaring
+capabilities, not by editing this module. A fact ``<axis>:<capability>`` is present when the
+kind chosen on that axis declares the capability (e.g. ``distance:surrogate``,
+``optimize:selection``, ``train:differentiable``, ``model:differentiable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ddspec.registry import DISTANCES, MODELS, OPTIMIZERS, RISKS, TASKS, TRAIN, Registry
+from ddspec.spec.data import DataInfo
+from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, MLPSpec
+
+AXES: dict[str, Registry] = {
+    "model": MODELS, "train": TRAIN, "task": TASKS, "distance": DISTANCES, "risk": RISKS, "optimize": OPTIMIZERS,
+}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A problem with its data described and its structure summarised as facts."""
+
+    problem: Any
+    data: DataInfo
+    synthetic_counts: tuple[int, ...]
+    facts: frozenset[str]
+
+    def has(self, fact: str) -> bool:
+        return fact in self.facts
+
+    @property
+    def n_synthetic(self) -> int:
+        return sum(self.synthetic_counts)
+
+    def kind(self, axis: str) -> str | None:
+        """The kind chosen on ``axis`` (None if that section is unset)."""
+        section = getattr(self.problem, axis)
+        return None if section is None else section.kind
+
+
+def default_model(shape: tuple[int, ...]) -> Any:
+    """The model used when the spec names none: ConvNet for C×H×W, 1-D ConvNet for C×L, MLP otherwise."""
+    if len(shape) == 3:
+        return ConvNetSpec()
+    if len(shape) == 2:
+        return ConvNet1dSpec()
+    return MLPSpec()
+
+
+def analyse(problem: Any) -> Analysis:
+    """Describe the data (cheaply, without loading tensors) and collect the facts of ``problem``."""
+    info = problem.data.describe()
+    facts = {f"data:{info.name}", f"inputs:{len(info.input_shape)}d"}
+    for axis, registry in AXES.items():
+        section = getattr(problem, axis)
+        if section is not None:
+            facts.add(f"{axis}={section.kind}")
+            facts.update(f"{axis}:{cap}" for cap in registry[section.kind].capabilities)
+    if problem.synthetic.learn_labels:
+        facts.add("synthetic:soft_labels")
+    return Analysis(problem, info, tuple(problem.synthetic.counts(info.num_classes)), frozenset(facts))

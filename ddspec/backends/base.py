@@ -1,0 +1,61 @@
+"""What a backend is: a lowering of a problem to an algorithm.
+
+A backend registers itself (``@register_backend``) in a module of :mod:`ddspec.backends`. Its
+module must import torch only inside :meth:`Backend.run` (directly or through an implementation
+module), so that ``ddspec validate`` and ``ddspec explain`` stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from ddspec.analysis.facts import Analysis
+    from ddspec.runtime.context import RunContext
+
+
+@dataclass
+class Distilled:
+    """The result of a backend: inputs ``x`` in the data's units and shape, labels ``y`` (int64
+    class indices, or float N x K soft labels), and any other learned tensors (e.g. ``lr``)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Rough cost of a run, shown by ``explain`` before anything runs."""
+
+    memory_bytes: int
+    seconds: float
+    detail: str = ""
+
+
+class Backend:
+    """Base class. Subclasses set ``name``, ``summary`` and ``preference`` (lower wins among
+    backends that can lower a problem) and implement the four methods."""
+
+    name: str = ""
+    summary: str = ""
+    preference: int = 100
+
+    def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
+        """(True, why) if this backend can run the problem, else (False, the reason it cannot)."""
+        raise NotImplementedError
+
+    def resolve(self, analysis: Analysis) -> dict[str, Any]:
+        """Defaults this backend fills in: dotted spec path → value (only for fields left None)."""
+        return {}
+
+    def estimate(self, analysis: Analysis) -> Estimate:
+        """Memory and time estimate for ``explain``."""
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext) -> Distilled:
+        """Distill; use ``ctx.loop`` for iterations (progress, checkpoints, resume, divergence)."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Backend selection and the inspectable :class:`~ddspec.compiler.plan.Plan`."""

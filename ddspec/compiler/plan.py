@@ -1,0 +1,194 @@
+"""compile(problem) → Plan: analyse, check well-posedness, choose a backend, resolve defaults, estimate.
+
+The Plan is inspectable without running anything (:meth:`Plan.explain`, :meth:`Plan.to_json`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ddspec.analysis.facts import Analysis, analyse, default_model
+from ddspec.analysis.rules import check
+from ddspec.backends.base import Backend, Estimate
+from ddspec.errors import BackendUnavailableError, Finding, WellPosednessError
+from ddspec.registry import load_backends
+
+if TYPE_CHECKING:
+    from ddspec.runtime.runner import Result
+
+
+@dataclass
+class Plan:
+    """A compiled problem: the resolved spec, the backend that will run it and why."""
+
+    problem: Any
+    analysis: Analysis
+    backend: str
+    reason: str
+    rejected: dict[str, str]
+    defaults: dict[str, Any]
+    notes: list[Finding] = field(default_factory=list)
+    estimate: Estimate = field(default_factory=lambda: Estimate(0, 0.0))
+
+    def explain(self) -> str:
+        """A human-readable account of the plan (what ``ddspec explain`` prints)."""
+        p, a, info = self.problem, self.analysis, self.analysis.data
+        syn = p.synthetic
+        per = f"{syn.per_class} per class" if syn.per_class is not None else f"{syn.total} in total"
+        lines = [
+            f"ddspec plan: {p.name}",
+            f"  data        {p.data.kind}: {info.n_train} train / {info.n_test} test, input "
+            f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes (smallest: {min(info.class_counts)})",
+            f"  synthetic   {a.n_synthetic} samples ({per}), init {syn.init}, "
+            f"{'learned soft labels' if syn.learn_labels else 'fixed labels'}",
+            f"  model       {_describe(p.model)}",
+            f"  objective   {self._objective()}",
+            f"  backend     {self.backend}: {self.reason}",
+        ]
+        lines += [f"  rejected    {name}: {why}" for name, why in self.rejected.items()]
+        if self.defaults:
+            lines.append("  defaults    " + "\n              ".join(f"{k} = {_short(v)}" for k, v in self.defaults.items()))
+        lines += [f"  note        [{n.code}] {n.message}" for n in self.notes]
+        est = self.estimate
+        lines.append(f"  estimate    ~{_mib(est.memory_bytes)} peak memory, ~{_duration(est.seconds)} ({est.detail})")
+        ev = p.evaluate
+        models = ", ".join(m.kind for m in ev.models) or p.model.kind
+        lines.append(
+            f"  evaluate    {models} x seeds {ev.seeds}: {ev.epochs} epochs, {ev.optimizer} lr {ev.lr}, "
+            f"metrics {', '.join(m.kind for m in ev.metrics)}"
+            + (f", corruptions {', '.join(c.kind for c in ev.corruptions)}" if ev.corruptions else "")
+        )
+        return "\n".join(lines)
+
+    def _objective(self) -> str:
+        p = self.problem
+        if self.analysis.has("optimize:selection"):
+            return f"select real samples ({p.optimize.method}, in {p.optimize.space} space)"
+        parts = [f"distance {p.distance.kind}" if p.distance else None, f"task {p.task.kind}" if p.task else None]
+        return ", ".join(x for x in parts if x) + f", risk {p.risk.kind} over {p.scenarios.inits} init(s)/iteration"
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (written to ``plan.json``)."""
+        from ddspec import __version__
+
+        return {
+            "ddspec_version": __version__,
+            "backend": self.backend,
+            "reason": self.reason,
+            "rejected": self.rejected,
+            "defaults": {k: _jsonable(v) for k, v in self.defaults.items()},
+            "facts": sorted(self.analysis.facts),
+            "notes": [{"code": n.code, "path": n.path, "message": n.message} for n in self.notes],
+            "estimate": {"memory_bytes": self.estimate.memory_bytes, "seconds": self.estimate.seconds,
+                         "detail": self.estimate.detail},
+            "explain": self.explain(),
+        }
+
+    def run(self, out: str | Path, resume: bool = False) -> Result:
+        """Run the plan, writing the artifacts of DESIGN §5 to ``out``."""
+        from ddspec.runtime.runner import run_plan
+
+        return run_plan(self, Path(out), resume=resume)
+
+
+def compile(problem: Any) -> Plan:  # noqa: A001  (the verb users know from cvxpy)
+    """Analyse ``problem``, check it, choose a backend and resolve defaults.
+
+    Raises :class:`WellPosednessError` with every error finding, or
+    :class:`BackendUnavailableError` naming why each backend declined.
+    """
+    defaults: dict[str, Any] = {}
+    if problem.model is None:
+        defaults["model"] = default_model(problem.data.describe().input_shape)
+        problem = _with(problem, defaults)
+    analysis = analyse(problem)
+    findings = check(analysis)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise WellPosednessError(errors)
+    backend, reason, rejected = _choose(analysis)
+    chosen = {k: v for k, v in backend.resolve(analysis).items() if _get(problem, k) is None}
+    if chosen:
+        problem = _with(problem, chosen)
+        analysis = analyse(problem)
+        defaults.update(chosen)
+    notes = [f for f in findings if f.severity != "error"]
+    return Plan(problem, analysis, backend.name, reason, rejected, defaults, notes, backend.estimate(analysis))
+
+
+def _choose(analysis: Analysis) -> tuple[Backend, str, dict[str, str]]:
+    backends = sorted(load_backends().values(), key=lambda b: (b.preference, b.name))
+    verdicts = {b.name: b.can_lower(analysis) for b in backends}
+    wanted = analysis.problem.backend
+    able = [b for b in backends if verdicts[b.name][0]]
+    if wanted != "auto":
+        ok, why = verdicts[wanted]
+        if not ok:
+            others = ", ".join(b.name for b in able) or "none"
+            raise BackendUnavailableError([Finding(
+                "BACKEND_CANNOT_LOWER", "backend", f"backend `{wanted}` cannot run this spec: {why}",
+                f"backends that can: {others}; or set backend: auto",
+            )])
+        chosen = next(b for b in backends if b.name == wanted)
+    elif not backends:
+        raise BackendUnavailableError.one("NO_BACKENDS", "backend", "no backend is registered",
+                                          "reinstall ddspec; ddspec/backends/ should hold the backend modules")
+    elif not able:
+        raise BackendUnavailableError([
+            Finding("BACKEND_CANNOT_LOWER", "backend", f"`{name}` declines: {why}",
+                    "change the spec so that one backend's condition holds")
+            for name, (_, why) in verdicts.items()
+        ])
+    else:
+        chosen = able[0]
+    rejected = {name: why for name, (ok, why) in verdicts.items() if name != chosen.name and not ok}
+    rejected.update({b.name: f"can run it, but `{chosen.name}` is preferred" for b in able if b is not chosen})
+    return chosen, verdicts[chosen.name][1], rejected
+
+
+def _get(problem: Any, dotted: str) -> Any:
+    node = problem
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+    return node
+
+
+def _with(problem: Any, values: dict[str, Any]) -> Any:
+    """A copy of ``problem`` with dotted paths set (values may be spec models), re-validated."""
+    from ddspec.spec.loading import apply_override, validate
+
+    raw = problem.model_dump(mode="json")
+    for key, value in values.items():
+        apply_override(raw, f"{key}=null")
+        _set_raw(raw, key, _jsonable(value))
+    return validate(raw)
+
+
+def _set_raw(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        raw = raw[part]
+    raw[last] = value
+
+
+def _jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def _describe(model: Any) -> str:
+    fields = {k: v for k, v in model.model_dump().items() if k != "kind"}
+    return f"{model.kind}(" + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"
+
+
+def _short(value: Any) -> str:
+    return _describe(value) if hasattr(value, "model_dump") else repr(value)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"

@@ -1,0 +1,1 @@
+"""Building blocks that the registries' builders return: data sources, models, augmentation, distances."""

@@ -1,0 +1,38 @@
+"""The in-memory dataset every backend and the evaluation consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Real data in its own units: ``x_*`` float32 N x (per-sample shape), ``y_*`` int64 class indices."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def class_indices(self) -> list[torch.Tensor]:
+        """Indices of the training samples of each class, in class order."""
+        return [torch.nonzero(self.y_train == c).flatten() for c in range(self.num_classes)]
+
+    def value_range(self) -> tuple[float, float]:
+        """(min, max) of the training inputs."""
+        return float(self.x_train.min()), float(self.x_train.max())
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return replace(
+            self,
+            x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+        )

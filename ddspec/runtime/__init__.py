@@ -1,0 +1,1 @@
+"""Run loop, progress, checkpoints and resume, seeding, artifacts, report."""

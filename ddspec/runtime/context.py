@@ -1,0 +1,60 @@
+"""What a backend receives: the resolved problem, the data on its device, seeded randomness, a loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ddspec.registry import MODELS
+from ddspec.runtime.artifacts import CHECKPOINT
+from ddspec.runtime.loop import Loop
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+    from ddspec.components.data.base import Dataset
+
+
+@dataclass
+class RunContext:
+    """Everything a backend's ``run`` may use.
+
+    ``generator`` (CPU, seeded from ``runtime.seed``) is the only source of randomness a backend
+    should draw from besides the global torch RNG (which seeds model initialisations); both are
+    checkpointed, so runs are reproducible and resumable.
+    """
+
+    problem: Any
+    analysis: Analysis
+    data: Dataset
+    device: torch.device
+    out: Path
+    resume: bool = False
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    loops: list[Loop] = field(default_factory=list)
+
+    def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "") -> Loop:
+        """A checkpointed loop over ``total`` outer iterations; ``state`` gets the generator added."""
+        loop = Loop(
+            self.out / CHECKPOINT, total, self.problem.runtime.checkpoint_every,
+            {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress,
+            resume=self.resume, fix=fix,
+        )
+        self.loops.append(loop)
+        return loop
+
+    def new_model(self, spec: Any = None) -> torch.nn.Module:
+        """A freshly initialised model (from the global torch RNG) of ``spec`` (default: the problem's)."""
+        spec = spec if spec is not None else self.problem.model
+        return MODELS.build(spec, self.data.input_shape, self.data.num_classes).to(self.device)
+
+    def scenario_models(self) -> list[Any]:
+        """The architectures the scenarios cycle through (``scenarios.models`` or the problem's model)."""
+        return list(self.problem.scenarios.models) or [self.problem.model]
+
+    def sample_real(self, indices: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` indices drawn without replacement from ``indices`` (all of them if fewer)."""
+        perm = torch.randperm(len(indices), generator=self.generator)[: min(n, len(indices))]
+        return indices[perm.to(indices.device)]

@@ -1,0 +1,23 @@
+"""The declarative spec: pydantic models, one module per axis, assembled in :mod:`.problem`."""
+
+from ddspec.spec.data import DataInfo, DigitsData, IdxData, Mnist1dData, NpzData, TabularData, TorchvisionData
+from ddspec.spec.distance import FeatureMeanDistance, GradientMatchDistance, MMDDistance
+from ddspec.spec.evaluate import (
+    AccuracyMetric, BlurCorruption, ClusterMinMetric, InvertCorruption, NoiseCorruption,
+)
+from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, LinearSpec, MLPSpec
+from ddspec.spec.optimize import AugmentationSpec, GradientOptimize, SelectOptimize
+from ddspec.spec.problem import Problem, build_problem_model
+from ddspec.spec.risk import MeanRisk
+from ddspec.spec.runtime import RuntimeSpec
+from ddspec.spec.synthetic import SyntheticSpec
+from ddspec.spec.task import TestErrorTask
+from ddspec.spec.train import GradientTrain
+
+__all__ = [
+    "AccuracyMetric", "AugmentationSpec", "BlurCorruption", "ClusterMinMetric", "ConvNet1dSpec", "ConvNetSpec",
+    "DataInfo", "DigitsData", "FeatureMeanDistance", "GradientMatchDistance", "GradientOptimize", "GradientTrain",
+    "IdxData", "InvertCorruption", "LinearSpec", "MLPSpec", "MMDDistance", "MeanRisk", "Mnist1dData",
+    "NoiseCorruption", "NpzData", "Problem", "RuntimeSpec", "SelectOptimize", "SyntheticSpec", "TabularData",
+    "TestErrorTask", "TorchvisionData", "build_problem_model",
+]

@@ -1,0 +1,19 @@
+"""``runtime``: where and how a run executes (device, seed, threads, checkpoints)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ddspec.spec.base import PositiveInt, SpecModel
+
+
+class RuntimeSpec(SpecModel):
+    """Device, seed and checkpointing. The same spec and seed on CPU give identical distilled tensors."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    threads: PositiveInt | None = Field(None, le=1024, description="torch intra-op threads; None keeps torch's default.")
+    checkpoint_every: PositiveInt = Field(100, description="Save a checkpoint every N outer iterations.")
+    progress: bool = True

@@ -1,0 +1,24 @@
+"""Shared fixtures: small, fast problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_spec() -> dict:
+    """A digits problem small enough to run end to end in seconds."""
+    return {
+        "name": "tiny",
+        "data": {"kind": "digits"},
+        "synthetic": {"per_class": 2},
+        "model": {"kind": "convnet", "width": 8, "depth": 2},
+        "distance": {"kind": "feature_mean"},
+        "optimize": {"kind": "gradient", "iterations": 6, "real_batch_per_class": 16},
+        "evaluate": {"seeds": [0], "epochs": 5, "metrics": ["accuracy"]},
+        "runtime": {"device": "cpu", "progress": False, "checkpoint_every": 2, "threads": 1},
+    }

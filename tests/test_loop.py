@@ -1,0 +1,79 @@
+"""The checkpointed loop: periodic checkpoints, bit-exact resume, interrupts, divergence."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from ddspec.errors import DivergenceError, RunError
+from ddspec.runtime.loop import Loop
+
+
+def make_state() -> dict:
+    x = torch.zeros(3, requires_grad=True)
+    return {"x": x, "opt": torch.optim.Adam([x], lr=0.1), "gen": torch.Generator().manual_seed(1)}
+
+
+def step(state: dict) -> float:
+    """One noisy optimisation step drawing from the generator and the global RNG."""
+    x, opt, gen = state["x"], state["opt"], state["gen"]
+    target = torch.randn(3, generator=gen) + torch.randn(3)
+    loss = ((x - target) ** 2).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def run(path, total: int, stop_at: int | None = None, resume: bool = False) -> tuple[dict, Loop]:
+    torch.manual_seed(0)
+    state = make_state()
+    loop = Loop(path, total, every=3, state=state, show=False, resume=resume)
+    for it in loop:
+        loop.record(it, loss=step(state))
+        if stop_at is not None and it + 1 == stop_at:
+            break
+    return state, loop
+
+
+def test_resume_is_bit_exact(tmp_path) -> None:
+    straight, loop = run(tmp_path / "a.pt", 10)
+    assert [r["iteration"] for r in loop.history] == list(range(10))
+    ckpt = tmp_path / "b.pt"
+    run(ckpt, 10, stop_at=7)  # a kill after iteration 7: the last checkpoint is at 6
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 6
+    resumed, loop2 = run(ckpt, 10, resume=True)
+    assert loop2.start == 6
+    assert torch.equal(resumed["x"], straight["x"])
+    assert [r["loss"] for r in loop2.history] == [r["loss"] for r in loop.history]
+
+
+def test_interrupt_finishes_the_iteration_and_saves(tmp_path) -> None:
+    state = make_state()
+    loop = Loop(tmp_path / "c.pt", 100, every=50, state=state, show=False)
+    with pytest.raises(RunError) as info:
+        for it in loop:
+            loop.record(it, loss=step(state))
+            if it == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+    assert info.value.findings[0].code == "INTERRUPTED" and "--resume" in info.value.findings[0].fix
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["iteration"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nan_loss_stops_with_the_iteration(tmp_path) -> None:
+    loop = Loop(tmp_path / "d.pt", 10, every=5, state={}, show=False, fix="lower optimize.lr (now 1.0)")
+    with pytest.raises(DivergenceError) as info:
+        for it in loop:
+            loop.record(it, loss=float("nan") if it == 3 else 1.0)
+    (finding,) = info.value.findings
+    assert "iteration 3" in finding.message and "optimize.lr" in finding.fix
+
+
+def test_check_finite_names_the_tensor(tmp_path) -> None:
+    loop = Loop(tmp_path / "e.pt", 1, every=1, state={}, show=False)
+    with pytest.raises(DivergenceError, match="`x` holds NaN/inf after iteration 0"):
+        loop.check_finite(0, x=torch.tensor([1.0, float("inf")]))
