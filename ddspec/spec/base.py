@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
@@ -35,7 +35,3 @@ def resolve_path(value: str | None, info: ValidationInfo) -> str | None:
         path = Path(base) / path
     return str(path)
 
-
-def kind_field(tag: str) -> Any:
-    """The ``kind`` discriminator of a registered spec class (a ``Literal`` with its default)."""
-    return Field(tag, description="Which entry of the registry this section selects.")

@@ -1,0 +1,5 @@
+"""Evaluation: the recorded protocol (train fresh models on D̂, final epoch), metrics and corruptions."""
+
+from ddspec.evaluate.protocol import evaluate_distilled
+
+__all__ = ["evaluate_distilled"]

@@ -1,0 +1,293 @@
+"""``report.html`` of a run folder: sample plots, loss curve, metrics tables, plan and spec (DESIGN §5).
+
+Figures are drawn with matplotlib's Agg renderer on :class:`matplotlib.figure.Figure` objects (no
+pyplot state), written next to the report as PNGs and embedded in it as base64 data URIs, so the
+HTML is self-contained. Fractions are stored as fractions and only *shown* as percentages.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddspec.errors import SpecError
+from ddspec.runtime.artifacts import (
+    DISTILLED, HISTORY, METRICS, PLAN, REPORT, SPEC, atomic_write_bytes, atomic_write_text, load_distilled, read_json,
+)
+
+SAMPLES_PNG = "samples.png"
+LOSS_PNG = "loss.png"
+ROBUSTNESS_PNG = "robustness.png"
+MAX_CLASSES = 20
+PER_CLASS = 10
+STYLE = (
+    "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+    "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}img{max-width:100%}"
+)
+
+
+def write_report(out_dir: Path) -> Path:
+    """Write ``samples.png``, ``loss.png`` (when there is a history), ``robustness.png`` (when there are
+    corruptions) and ``report.html`` into the run folder ``out_dir``; return the report's path."""
+    out_dir = Path(out_dir)
+    if not (out_dir / DISTILLED).is_file():
+        raise SpecError.one(
+            "REPORT_NO_RUN", "", f"{out_dir} has no {DISTILLED}", "pass the --out folder of a finished `ddspec run`"
+        )
+    tensors = load_distilled(out_dir / DISTILLED)
+    metrics = _read(out_dir / METRICS, {})
+    spec_text = (out_dir / SPEC).read_text(encoding="utf-8") if (out_dir / SPEC).is_file() else ""
+    figures = {
+        SAMPLES_PNG: samples_png(tensors["x"].float().numpy(), tensors["y"].numpy()),
+        LOSS_PNG: loss_png(history_rows(_read(out_dir / HISTORY, []))),
+        ROBUSTNESS_PNG: robustness_png(metrics),
+    }
+    figures = {name: png for name, png in figures.items() if png is not None}
+    for name, png in figures.items():
+        atomic_write_bytes(out_dir / name, png)
+    page = render_html(_run_name(spec_text, out_dir), metrics, _read(out_dir / PLAN, {}), spec_text, figures)
+    atomic_write_text(out_dir / REPORT, page)
+    return out_dir / REPORT
+
+
+def _read(path: Path, default: Any) -> Any:
+    return read_json(path) if path.is_file() else default
+
+
+def history_rows(history: Any) -> list[dict[str, float]]:
+    """The rows of ``history.json``: a bare list, or ``{"rows": [...], ...}`` as the runner writes it."""
+    return list(history.get("rows", [])) if isinstance(history, dict) else list(history)
+
+
+def _run_name(spec_text: str, out_dir: Path) -> str:
+    import yaml
+
+    spec = yaml.safe_load(spec_text) if spec_text else None
+    return str(spec.get("name", out_dir.name)) if isinstance(spec, dict) else out_dir.name
+
+
+# -- figures -----------------------------------------------------------------------------------
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def class_of(y: np.ndarray) -> np.ndarray:
+    """Class per sample: y for integer labels, argmax_k y_k for soft labels (N x K)."""
+    return y.argmax(1) if y.ndim == 2 else y.astype(np.int64)
+
+
+def samples_png(x: np.ndarray, y: np.ndarray) -> bytes:
+    """N x C x H x W: image grid (a row per class); N x C x L: a line panel per class; else a heatmap."""
+    classes = class_of(y)
+    if x.ndim == 4:
+        return _png(_image_grid(x, classes))
+    if x.ndim == 3:
+        return _png(_line_panels(x, classes))
+    return _png(_heatmap(x.reshape(len(x), -1), classes))
+
+
+def _shown_classes(classes: np.ndarray) -> list[int]:
+    return sorted(set(classes.tolist()))[:MAX_CLASSES]
+
+
+def _image_grid(x: np.ndarray, classes: np.ndarray) -> Any:
+    """Up to PER_CLASS images per class; all scaled by the set's (min, max); RGB when C = 3, else channel 0."""
+    from matplotlib.figure import Figure
+
+    low, high = float(x.min()), float(x.max())
+    images = (x - low) / (high - low if high > low else 1.0)
+    images = images.transpose(0, 2, 3, 1) if x.shape[1] == 3 else images[:, 0]
+    shown = _shown_classes(classes)
+    cols = min(PER_CLASS, max(int((classes == c).sum()) for c in shown))
+    fig = Figure(figsize=(0.8 * cols, 0.8 * len(shown) + 0.3))
+    axes = fig.subplots(len(shown), cols, squeeze=False)
+    for row, c in zip(axes, shown):
+        members = np.flatnonzero(classes == c)[:cols]
+        for j, ax in enumerate(row):
+            ax.set_axis_off()
+            if j < len(members):
+                ax.imshow(images[members[j]], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        row[0].set_title(f"class {c}", fontsize=7, loc="left")
+    return fig
+
+
+def _line_panels(x: np.ndarray, classes: np.ndarray) -> Any:
+    """One panel per class; every channel of every synthetic sample of the class is a line."""
+    from matplotlib.figure import Figure
+
+    shown = _shown_classes(classes)
+    cols = min(5, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = Figure(figsize=(3 * cols, 2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, c in zip(axes, shown):
+        ax.plot(x[classes == c].reshape(-1, x.shape[-1]).T, linewidth=0.8, alpha=0.7)
+        ax.set_title(f"class {c}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(shown):]:
+        ax.set_axis_off()
+    return fig
+
+
+def _heatmap(x: np.ndarray, classes: np.ndarray) -> Any:
+    """The N x D matrix, rows sorted by class, class boundaries drawn as lines."""
+    from matplotlib.figure import Figure
+
+    order = np.argsort(classes, kind="stable")
+    sorted_classes = classes[order]
+    fig = Figure(figsize=(8, min(8.0, 1 + 0.15 * len(x))), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(x[order], aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax)
+    values, starts, counts = np.unique(sorted_classes, return_index=True, return_counts=True)
+    for start in starts[1:]:
+        ax.axhline(start - 0.5, color="white", linewidth=1)
+    ax.set_yticks(starts + (counts - 1) / 2, [f"class {v}" for v in values], fontsize=7)
+    ax.set_xlabel("feature")
+    return fig
+
+
+def loss_png(history: list[dict[str, float]]) -> bytes | None:
+    """Loss vs iteration (log y when every loss is positive); None without history."""
+    rows = [r for r in history if "loss" in r]
+    if not rows:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
+    losses = [r["loss"] for r in rows]
+    ax.plot([r["iteration"] for r in rows], losses)
+    if min(losses) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    return _png(fig)
+
+
+def robustness_png(metrics: dict[str, Any]) -> bytes | None:
+    """Bars of clean and corrupted accuracy (mean ± std, in %); None without corruptions."""
+    corruptions = metrics.get("corruptions") or {}
+    if not corruptions:
+        return None
+    from matplotlib.figure import Figure
+
+    bars = ({"clean": metrics["accuracy"]} if "accuracy" in metrics else {}) | corruptions
+    fig = Figure(figsize=(1.2 * len(bars) + 2, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(list(bars), [100 * b["mean"] for b in bars.values()], yerr=[100 * b["std"] for b in bars.values()])
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    return _png(fig)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+def _is_stats(value: Any) -> bool:
+    return isinstance(value, dict) and "mean" in value and "values" in value
+
+
+def format_stats(entry: dict[str, Any], fraction: bool) -> str:
+    """``mean ± std`` — percentages with one decimal for fractions."""
+    if fraction:
+        return f"{100 * entry['mean']:.1f}% ± {100 * entry['std']:.1f}"
+    return f"{entry['mean']:.4g} ± {entry['std']:.2g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; every cell is escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _params_text(entry: dict[str, Any]) -> str:
+    shown = {k: v for k, v in entry.items() if k not in ("mean", "std", "values") and not isinstance(v, list)}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def _figure_rows(figures: dict[str, dict[str, Any]], fractions: frozenset[str]) -> list[list[str]]:
+    """One row per stats entry: name, mean ± std, n, parameters."""
+    return [
+        [name, format_stats(e, name in fractions), str(len(e["values"])), _params_text(e)]
+        for name, e in figures.items() if _is_stats(e)
+    ]
+
+
+def _cluster_table(entry: dict[str, Any]) -> str:
+    """Per-cluster size and accuracy (mean over runs) of cluster_min."""
+    runs = entry.get("cluster_accuracies") or []
+    if not runs:
+        return ""
+    sizes = entry["cluster_sizes"][0]
+    means = np.mean(np.asarray(runs, dtype=float), axis=0)
+    rows = [[str(g), str(n), f"{100 * a:.1f}%"] for g, (n, a) in enumerate(zip(sizes, means))]
+    return "<h3>Per-cluster accuracy (mean over runs)</h3>" + _table(["cluster", "test samples", "accuracy"], rows)
+
+
+def _metrics_section(metrics: dict[str, Any]) -> str:
+    from ddspec.evaluate.metrics import FRACTIONS
+
+    if not metrics:
+        return "<h2>Metrics</h2><p>No evaluation recorded (no metrics.json).</p>"
+    header = ["metric", "mean ± std", "n", "parameters"]
+    parts = ["<h2>Metrics</h2>", _table(header, _figure_rows(metrics, FRACTIONS))]
+    corruptions = metrics.get("corruptions") or {}
+    if corruptions:
+        rows = _figure_rows(corruptions, frozenset(corruptions))
+        parts += ["<h2>Corruptions (accuracy)</h2>", _table(["corruption", *header[1:]], rows)]
+    if _is_stats(metrics.get("cluster_min")):
+        parts.append(_cluster_table(metrics["cluster_min"]))
+    per_model = metrics.get("per_model") or {}
+    if per_model:
+        names = [k for k, v in next(iter(per_model.values())).items() if _is_stats(v)]
+        rows = [[key, *(format_stats(block[n], n in FRACTIONS) for n in names)] for key, block in per_model.items()]
+        parts += ["<h2>Per model</h2>", _table(["model", *names], rows)]
+    other = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "std_ddof"}
+    if other:
+        parts += ["<h2>Other figures</h2>", _table(["name", "value"], [[k, str(v)] for k, v in other.items()])]
+    parts.append("<p>std: sample standard deviation (ddof = 1) over the runs; 0 for a single run. "
+                 "Runs are ordered model-major, then seed.</p>")
+    protocol = {"protocol": metrics.get("protocol"), "seeds": metrics.get("seeds")}
+    parts += ["<h2>Evaluation protocol</h2>", _pre(json.dumps(protocol, indent=2))]
+    return "\n".join(parts)
+
+
+def _pre(text: str) -> str:
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _img(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    caption = html.escape(name)
+    image = f'<img alt="{caption}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
+
+
+def render_html(
+    name: str, metrics: dict[str, Any], plan: dict[str, Any], spec_text: str, figures: dict[str, bytes]
+) -> str:
+    """The self-contained report page."""
+    plan_text = f"backend: {plan.get('backend', '?')}\n\n{plan.get('explain', '')}".rstrip()
+    body = [
+        f"<h1>ddspec run: {html.escape(name)}</h1>",
+        "<h2>Distilled data</h2>" + _img(SAMPLES_PNG, figures[SAMPLES_PNG]),
+        _metrics_section(metrics),
+        *(f"<h2>{title}</h2>" + _img(key, figures[key]) for key, title in
+          ((ROBUSTNESS_PNG, "Robustness"), (LOSS_PNG, "Loss")) if key in figures),
+        "<h2>Plan</h2>" + _pre(plan_text),
+        "<h2>Resolved spec</h2>" + _pre(spec_text or "(no spec.yaml)"),
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(name)} — ddspec report</title>'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
