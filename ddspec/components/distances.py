@@ -1,0 +1,84 @@
+"""Matching distances (surrogates): gradient matching (DC), feature means (DM), RBF MMD².
+
+Each returns a scalar tensor differentiable w.r.t. its (synthetic) inputs; the backends sum the
+per-class values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+#: Added to the product of row norms in the cosine, as DC's reference code does.
+COSINE_EPS = 1e-6
+
+
+def _rows(g: torch.Tensor) -> torch.Tensor:
+    """A gradient as rows: (out_channels, −1) for ndim ≥ 2, a single row otherwise."""
+    return g.reshape(g.shape[0], -1) if g.dim() >= 2 else g.reshape(1, -1)
+
+
+def gradient_match(
+    g_real: Sequence[torch.Tensor], g_syn: Sequence[torch.Tensor], skip_bias_and_norm: bool = True
+) -> torch.Tensor:
+    """DC's distance: Σ_layers Σ_rows (1 − ⟨r, s⟩ / (‖r‖‖s‖ + 1e-6)).
+
+    Rows are output channels (gradient reshaped to out × rest). 1-D gradients (biases, norm
+    scales) contribute 0 when ``skip_bias_and_norm``, else count as one row.
+    """
+    if len(g_real) != len(g_syn):
+        raise ValueError(f"got {len(g_real)} real and {len(g_syn)} synthetic gradients")
+    terms = []
+    for real, syn in zip(g_real, g_syn):
+        if real.shape != syn.shape:
+            raise ValueError(f"gradient shapes differ: {tuple(real.shape)} vs {tuple(syn.shape)}")
+        if skip_bias_and_norm and real.dim() < 2:
+            continue
+        r, s = _rows(real), _rows(syn)
+        cos = (r * s).sum(1) / (r.norm(dim=1) * s.norm(dim=1) + COSINE_EPS)
+        terms.append((1 - cos).sum())
+    if not terms:
+        ref = g_syn[0] if len(g_syn) else torch.zeros(())
+        return ref.new_zeros(())
+    return torch.stack(terms).sum()
+
+
+def feature_mean(f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
+    """DM's distance for one class: ‖mean_i φ(real_i) − mean_j φ(syn_j)‖² (features flattened)."""
+    return (f_real.flatten(1).mean(0) - f_syn.flatten(1).mean(0)).pow(2).sum()
+
+
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """‖a_i − b_j‖² via ‖a‖² + ‖b‖² − 2⟨a, b⟩ (memory n·m, not n·m·d), clamped at 0."""
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
+
+
+def median_bandwidths(z: torch.Tensor) -> torch.Tensor:
+    """σ_med × (0.5, 1, 2), σ_med = (lower) median of ‖z_i − z_j‖ over pairs i < j (detached; 1 if 0)."""
+    z = z.detach()
+    i, j = torch.triu_indices(len(z), len(z), offset=1, device=z.device)
+    med = _sq_dists(z, z)[i, j].sqrt().median() if len(i) else z.new_ones(())
+    med = torch.where(med > 0, med, torch.ones_like(med))
+    return med * torch.tensor([0.5, 1.0, 2.0], dtype=z.dtype, device=z.device)
+
+
+def mmd2(f_real: torch.Tensor, f_syn: torch.Tensor, bandwidths: Sequence[float] | None = None) -> torch.Tensor:
+    """Biased (V-statistic) MMD² between X = ``f_real`` (n rows) and Y = ``f_syn`` (m rows):
+
+        MMD² = (1/n²) Σ_ij k(x_i, x_j) + (1/m²) Σ_ij k(y_i, y_j) − (2/(nm)) Σ_ij k(x_i, y_j),
+        k(a, b) = Σ_σ exp(−‖a − b‖² / (2σ²)),
+
+    σ over ``bandwidths``, or, when None, :func:`median_bandwidths` of X ∪ Y.
+    """
+    x, y = f_real.flatten(1), f_syn.flatten(1)
+    if bandwidths is None:
+        sigma = median_bandwidths(torch.cat([x, y]))
+    else:
+        sigma = torch.tensor(list(bandwidths), dtype=x.dtype, device=x.device)
+    inv = 1 / (2 * sigma.pow(2))
+
+    def kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-_sq_dists(a, b)[..., None] * inv).sum(-1).mean()
+
+    return kernel_mean(x, x) + kernel_mean(y, y) - 2 * kernel_mean(x, y)
