@@ -143,3 +143,10 @@ def test_public_api() -> None:
     assert ddspec.Problem is Problem
     with pytest.raises(AttributeError):
         ddspec.nope  # noqa: B018
+
+
+def test_spec_reference_doc_is_in_sync() -> None:
+    from ddspec.spec.reference import reference_markdown
+
+    committed = (ROOT / "docs" / "spec-reference.md").read_text()
+    assert committed == reference_markdown(), "regenerate: python -m ddspec.spec.reference > docs/spec-reference.md"

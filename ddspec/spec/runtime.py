@@ -14,6 +14,10 @@ class RuntimeSpec(SpecModel):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    threads: PositiveInt | None = Field(None, le=1024, description="torch intra-op threads; None keeps torch's default.")
+    threads: PositiveInt | None = Field(
+        1, le=1024,
+        description="torch intra-op threads. 1 is fastest for the small models of CPU distillation (more threads "
+        "contend on a busy machine) and makes CPU results independent of the core count; None keeps torch's default.",
+    )
     checkpoint_every: PositiveInt = Field(100, description="Save a checkpoint every N outer iterations.")
     progress: bool = True
