@@ -18,8 +18,9 @@ import ddspec  # noqa: E402
 from ddspec.runtime.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
 
 
-def run_spec(spec: Path, overrides: list[str], workdir: Path) -> dict[str, Any]:
-    """Compile and run ``spec`` with ``overrides`` in a fresh folder under ``workdir``; return metrics."""
+def run_spec(spec: Path, overrides: list[str], workdir: Path) -> tuple[dict[str, Any], Any]:
+    """Compile and run ``spec`` with ``overrides`` in a fresh folder under ``workdir``;
+    return (metrics with ``wall_seconds`` and ``backend`` added, the run's Result)."""
     plan = ddspec.compile(ddspec.load(spec, [*overrides, "runtime.progress=false"]))
     out = Path(tempfile.mkdtemp(dir=workdir))
     start = time.perf_counter()
@@ -27,7 +28,7 @@ def run_spec(spec: Path, overrides: list[str], workdir: Path) -> dict[str, Any]:
     metrics = dict(result.metrics)
     metrics["wall_seconds"] = time.perf_counter() - start
     metrics["backend"] = plan.backend
-    return metrics
+    return metrics, result
 
 
 def pm(stat: dict[str, Any] | None) -> str:
@@ -53,6 +54,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def load_rows(name: str) -> list[dict[str, Any]]:
+    """The rows of ``benchmarks/results/<name>.json``."""
+    return json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())["rows"]
 
 
 def save(name: str, title: str, table: str, rows: list[dict[str, Any]], notes: str = "") -> None:

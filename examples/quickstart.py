@@ -11,8 +11,8 @@ from pathlib import Path
 
 import ddspec
 from ddspec.spec import (
-    BlurCorruption, ConvNet1dSpec, FeatureMeanDistance, GradientOptimize, InvertCorruption, Mnist1dData,
-    NoiseCorruption, SyntheticSpec,
+    AugmentationSpec, BlurCorruption, ConvNet1dSpec, FeatureMeanDistance, GradientOptimize, InvertCorruption,
+    Mnist1dData, NoiseCorruption, SyntheticSpec,
 )
 
 
@@ -24,7 +24,7 @@ def build_problem() -> ddspec.Problem:
         synthetic=SyntheticSpec(per_class=10, init="real"),
         model=ConvNet1dSpec(),
         distance=FeatureMeanDistance(),
-        optimize=GradientOptimize(iterations=1000),
+        optimize=GradientOptimize(iterations=1000, augmentation=AugmentationSpec(enabled=False)),
         evaluate={
             "seeds": [0, 1, 2],
             "corruptions": [NoiseCorruption(variance=0.005), BlurCorruption(radius=2), InvertCorruption()],

@@ -1,0 +1,240 @@
+"""The torch side of the matching backend (see :mod:`ddspec.backends.matching` for the math).
+
+Randomness: real batches, augmentation seeds and network mini-batches come from ``ctx.generator``,
+network initialisations from the global torch RNG; the loop checkpoints both, with the synthetic
+tensors and their optimizer, so a resumed run continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddspec.backends.base import Distilled
+from ddspec.components.augment import Augment
+from ddspec.components.distances import feature_mean, gradient_match, mmd2
+from ddspec.components.init import init_synthetic
+from ddspec.errors import SpecError
+from ddspec.runtime.context import RunContext
+
+#: Learned labels start as one-hot x scale, with scale such that softmax gives the class this probability.
+LABEL_INIT_PROB = 0.9
+#: Augmentation seeds are drawn uniformly below this bound.
+SEED_BOUND = 2**62
+
+
+def label_scale(num_classes: int) -> float:
+    """s with softmax(s·e_c)_c = p: s = log(p (K − 1) / (1 − p)), p = :data:`LABEL_INIT_PROB`."""
+    return math.log(LABEL_INIT_PROB * max(num_classes - 1, 1) / (1 - LABEL_INIT_PROB))
+
+
+def make_optimizer(kind: str, params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float
+                   ) -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam."""
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_augment(problem: Any, input_shape: tuple[int, ...]) -> Augment | None:
+    """The DSA augmentation of ``optimize.augmentation``, or None when it is off."""
+    spec = problem.optimize.augmentation
+    if not spec.enabled:
+        return None
+    if len(input_shape) not in (2, 3):
+        raise SpecError.one(
+            "AUGMENT_UNSUPPORTED", "optimize.augmentation.enabled",
+            f"augmentation needs C x L or C x H x W inputs; the data's per-sample shape is {tuple(input_shape)}",
+            "set optimize.augmentation.enabled: false",
+        )
+    return Augment(spec, len(input_shape) - 1)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of N x C x ... inputs (per feature for N x D), shaped to
+    broadcast over one sample; a zero std becomes 1."""
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims, keepdim=True)[0]
+    std = x.std(dims, keepdim=True, unbiased=False)[0]
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+@dataclass
+class Matcher:
+    """The synthetic set and what each matching step samples against it.
+
+    The optimizer moves ``z``, the synthetic inputs in standardized units: x = μ + σ·z with μ, σ
+    the per-channel mean and std of the real training inputs. The reference learning rates were set
+    on standardized data, so they carry over to data in any units (an SGD step of lr on z is a step
+    of lr·σ² on x). Class c occupies rows ``slices[c]``; ``logits`` (N x K) are the learned label
+    logits, or None for fixed labels ``y``.
+    """
+
+    ctx: RunContext
+    z: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    y: torch.Tensor
+    logits: torch.Tensor | None
+    augment: Augment | None
+    real_indices: list[torch.Tensor]
+    slices: list[slice]
+
+    @classmethod
+    def create(cls, ctx: RunContext) -> Matcher:
+        """The initial synthetic set of ``ctx.problem`` (``synthetic.init``)."""
+        return cls.starting_at(ctx, *init_synthetic(ctx.problem, ctx.data, ctx.generator))
+
+    @classmethod
+    def starting_at(cls, ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> Matcher:
+        """A matcher whose synthetic set starts at (x, y), class-major."""
+        k = ctx.data.num_classes
+        counts = torch.bincount(y.cpu(), minlength=k).tolist()
+        ends = [sum(counts[: c + 1]) for c in range(k)]
+        logits = None
+        if ctx.problem.synthetic.learn_labels:
+            logits = (F.one_hot(y, k).float() * label_scale(k)).requires_grad_(True)
+        mean, std = channel_stats(ctx.data.x_train)
+        return cls(
+            ctx, ((x - mean) / std).detach().requires_grad_(True), mean, std, y, logits,
+            make_augment(ctx.problem, ctx.data.input_shape), ctx.data.class_indices(),
+            [slice(e - n, e) for e, n in zip(ends, counts)],
+        )
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The synthetic inputs in data units (differentiable w.r.t. ``z``)."""
+        return self.mean + self.std * self.z
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The learned tensors by name: ``x`` (held standardized, as z) and the label ``logits`` if learned."""
+        return {"x": self.z} if self.logits is None else {"x": self.z, "labels": self.logits}
+
+    def synthetic(self, c: int) -> torch.Tensor:
+        """The synthetic inputs of class c, in data units."""
+        return self.mean + self.std * self.z[self.slices[c]]
+
+    @property
+    def classes(self) -> list[int]:
+        """Classes that have synthetic samples."""
+        return [c for c, s in enumerate(self.slices) if s.stop > s.start]
+
+    def seed(self) -> int:
+        return int(torch.randint(SEED_BOUND, (), generator=self.ctx.generator))
+
+    def aug(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        return x if self.augment is None else self.augment(x, seed)
+
+    def real(self, c: int) -> torch.Tensor:
+        """A random real batch of class c (``optimize.real_batch_per_class``, without replacement)."""
+        pick = self.ctx.sample_real(self.real_indices[c], self.ctx.problem.optimize.real_batch_per_class)
+        return self.ctx.data.x_train[pick]
+
+    def targets(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """Class indices, or softmax(label logits) rows for learned labels."""
+        return self.y[rows] if self.logits is None else torch.softmax(self.logits[rows], dim=1)
+
+    def networks(self, iteration: int) -> list[nn.Module]:
+        """``scenarios.inits`` fresh networks, cycling through the scenario architectures."""
+        specs, inits = self.ctx.scenario_models(), self.ctx.problem.scenarios.inits
+        return [self.ctx.new_model(specs[(iteration * inits + s) % len(specs)]) for s in range(inits)]
+
+    def result(self) -> Distilled:
+        y = self.y if self.logits is None else torch.softmax(self.logits, dim=1)
+        return Distilled(self.x.detach().clone(), y.detach().clone())
+
+
+def class_gradient_distance(m: Matcher, net: nn.Module, c: int, skip_bias_and_norm: bool) -> torch.Tensor:
+    """d_c = gradient_match(∇θ CE(net; aug(R_c)), ∇θ CE(net; aug(S_c))), differentiable w.r.t. S_c
+    (and the label logits); the same augmentation draw for both batches."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    seed = m.seed()
+    real = m.aug(m.real(c), seed)
+    labels = torch.full((len(real),), c, dtype=torch.int64, device=real.device)
+    g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), labels), params)]
+    syn = m.aug(m.synthetic(c), seed)
+    g_syn = torch.autograd.grad(F.cross_entropy(net(syn), m.targets(m.slices[c])), params, create_graph=True)
+    return gradient_match(g_real, g_syn, skip_bias_and_norm)
+
+
+def train_network(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, steps: int, batch_size: int) -> None:
+    """``steps`` steps of CE(net(aug(S_B)), targets_B) on random mini-batches B of the detached synthetic set."""
+    x = m.x.detach()
+    targets = m.targets(slice(None)).detach()
+    for _ in range(steps):
+        batch = torch.randperm(len(x), generator=m.ctx.generator)[:batch_size].to(x.device)
+        loss = F.cross_entropy(net(m.aug(x[batch], m.seed())), targets[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
+    """One DC/DSA outer iteration; returns the matching loss averaged over its ``outer_loop`` steps."""
+    p = m.ctx.problem
+    nets = m.networks(iteration)
+    net_opts = [
+        make_optimizer(p.train.optimizer, net.parameters(), p.train.lr, p.train.momentum, p.train.weight_decay)
+        for net in nets
+    ]
+    total = 0.0
+    for ol in range(p.optimize.outer_loop):
+        synthetic_opt.zero_grad()
+        for net in nets:
+            for c in m.classes:
+                d = class_gradient_distance(m, net, c, p.distance.skip_bias_and_norm) / len(nets)
+                d.backward()
+                total += float(d.detach())
+        synthetic_opt.step()
+        if ol < p.optimize.outer_loop - 1:
+            for net, opt in zip(nets, net_opts):
+                train_network(m, net, opt, p.train.steps, p.train.batch_size)
+    return total / p.optimize.outer_loop
+
+
+def embedding_distance(problem: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """feature_mean, or mmd2 with the spec's bandwidths."""
+    if problem.distance.kind == "mmd":
+        bandwidths = problem.distance.bandwidths
+        return lambda real, syn: mmd2(real, syn, bandwidths)
+    return feature_mean
+
+
+def distribution_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
+    """One DM / MMD iteration on fresh random networks (not trained); returns the loss."""
+    distance = embedding_distance(m.ctx.problem)
+    nets = [net.requires_grad_(False) for net in m.networks(iteration)]
+    synthetic_opt.zero_grad()
+    total = 0.0
+    for net in nets:
+        for c in m.classes:
+            seed = m.seed()
+            with torch.no_grad():
+                real = net.embed(m.aug(m.real(c), seed))
+            d = distance(real, net.embed(m.aug(m.synthetic(c), seed))) / len(nets)
+            d.backward()
+            total += float(d.detach())
+    synthetic_opt.step()
+    return total
+
+
+def distill(ctx: RunContext) -> Distilled:
+    """Run ``optimize.iterations`` matching iterations from the initial synthetic set."""
+    p = ctx.problem
+    m = Matcher.create(ctx)
+    opt = p.optimize
+    synthetic_opt = make_optimizer(opt.optimizer, m.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
+    step = gradient_iteration if p.distance.kind == "gradient_match" else distribution_iteration
+    fix = f"lower optimize.lr (now {opt.lr:g}), e.g. to {opt.lr / 10:g}"
+    loop = ctx.loop(opt.iterations, {**m.tensors, "opt": synthetic_opt}, desc=f"matching ({p.distance.kind})", fix=fix)
+    for it in loop:
+        loop.record(it, loss=step(m, synthetic_opt, it))
+        loop.check_finite(it, **m.tensors)
+    return m.result()

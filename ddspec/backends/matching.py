@@ -1,0 +1,138 @@
+"""Matching backend: the surrogate distances gradient matching (DC/DSA), distribution matching (DM)
+and class-wise RBF MMD, optimized by first-order steps on the synthetic data.
+
+Each outer iteration draws ``scenarios.inits`` fresh networks θ_s (cycling through
+``scenarios.models``) and minimizes the mean over them (risk ``mean``) of Σ_c d_c(θ_s):
+
+- ``gradient_match``: d_c = Σ_layers Σ_rows (1 − cos(∇θ CE(θ; aug(R_c)), ∇θ CE(θ; aug(S_c)))), with
+  ``optimize.outer_loop`` synthetic steps per network, the network trained ``train.steps`` steps on
+  S between them (DC; with augmentation, DSA).
+- ``feature_mean``: d_c = ‖mean φ_θ(aug(R_c)) − mean φ_θ(aug(S_c))‖², θ random, never trained (DM).
+- ``mmd``: d_c = MMD²_RBF(φ_θ(aug(R_c)), φ_θ(aug(S_c))) on the same embeddings.
+
+R_c is a random real batch of class c, S_c the synthetic samples of class c, and ``aug`` the same
+DSA draw for both. The synthetic optimizer (``optimize.optimizer``, ``optimize.lr``) steps on S in
+standardized units z = (S − μ)/σ (μ, σ: per-channel mean and std of the real training inputs), as
+the reference implementations do on normalized data; so their learning rates apply to data in any
+units (on digits, x ∈ [0, 1] with σ ≈ 0.38, an SGD step of 0.1 on x diverged where 0.1 on z works).
+This module stays light: torch is imported by :mod:`._matching_loop` in ``run``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import TYPE_CHECKING, Any
+
+from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
+from ddspec.registry import register_backend
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+    from ddspec.runtime.context import RunContext
+
+#: Synthetic-data learning rates of the reference implementations (SGD, momentum 0.5; NOTES.md).
+REFERENCE_LR = {"gradient_match": 0.1, "feature_mean": 1.0, "mmd": 1.0}
+#: DC's (images per class, outer_loop, train.steps) schedule; interpolated linearly in between.
+DC_SCHEDULE = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
+#: Facts the backend needs, with what to say when one is missing.
+REQUIRED = (
+    ("optimize:gradient", "optimize", "is not a gradient optimizer (matching needs optimize.kind: gradient)"),
+    ("distance:surrogate", "distance", "is not a matching surrogate"),
+    ("train:differentiable", "train", "is not differentiable training"),
+    ("model:differentiable", "model", "is not a differentiable model"),
+)
+
+
+def dc_schedule(images_per_class: float) -> tuple[int, int]:
+    """(outer_loop, train.steps) of :data:`DC_SCHEDULE`, linear between its rows, clamped outside."""
+    ipcs = [row[0] for row in DC_SCHEDULE]
+    if images_per_class <= ipcs[0]:
+        return DC_SCHEDULE[0][1:]
+    if images_per_class >= ipcs[-1]:
+        return DC_SCHEDULE[-1][1:]
+    hi = bisect.bisect_left(ipcs, images_per_class)
+    (x0, o0, s0), (x1, o1, s1) = DC_SCHEDULE[hi - 1], DC_SCHEDULE[hi]
+    t = (images_per_class - x0) / (x1 - x0)
+    return round(o0 + t * (o1 - o0)), round(s0 + t * (s1 - s0))
+
+
+def has_spatial_dims(analysis: Analysis) -> bool:
+    """Whether DSA applies: inputs are C x L or C x H x W."""
+    return len(analysis.data.input_shape) in (2, 3)
+
+
+@register_backend
+class MatchingBackend(Backend):
+    name = "matching"
+    summary = "gradient matching (DC/DSA), distribution matching (DM) and class-wise MMD on random networks"
+    preference = 50
+
+    def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
+        problems = [
+            f"the {axis} `{analysis.kind(axis)}` {why}" if analysis.kind(axis) else f"no {axis} is declared"
+            for fact, axis, why in REQUIRED if not analysis.has(fact)
+        ]
+        distance = analysis.kind("distance")
+        if analysis.has("distance:surrogate") and distance not in REFERENCE_LR:
+            problems.append(f"the surrogate `{distance}` is not implemented here ({', '.join(REFERENCE_LR)} are)")
+        if analysis.kind("risk") != "mean":
+            problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages: risk mean)")
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"`{distance}` is a matching surrogate and the model is differentiable"
+
+    def resolve(self, analysis: Analysis) -> dict[str, Any]:
+        """lr from :data:`REFERENCE_LR`; DC's schedule for gradient matching, a single untrained step
+        otherwise; augmentation on wherever the inputs have spatial dimensions."""
+        distance = analysis.problem.distance.kind
+        outer, steps = self.schedule(analysis)
+        return {
+            "optimize.lr": REFERENCE_LR[distance],
+            "optimize.outer_loop": outer,
+            "optimize.augmentation.enabled": has_spatial_dims(analysis),
+            "train.steps": steps,
+        }
+
+    @staticmethod
+    def schedule(analysis: Analysis) -> tuple[int, int]:
+        """(outer_loop, train.steps) as resolved: DC's for gradient matching, (1, 1) for DM / MMD."""
+        if analysis.problem.distance.kind != "gradient_match":
+            return 1, 1
+        return dc_schedule(analysis.n_synthetic / analysis.data.num_classes)
+
+    def estimate(self, analysis: Analysis) -> Estimate:
+        """FLOPs from the models' analytic costs: a forward is f per sample, forward + backward
+        TRAIN_FACTOR·f, a double backward (gradient matching's create_graph) 2·TRAIN_FACTOR·f."""
+        p, info = analysis.problem, analysis.data
+        costs = [m.cost(info.input_shape, info.num_classes) for m in (list(p.scenarios.models) or [p.model])]
+        params, acts = max(c[0] for c in costs), max(c[2] for c in costs)
+        flops = sum(c[1] for c in costs) / len(costs)
+        batches = [min(p.optimize.real_batch_per_class, n) for n in info.class_counts]
+        real, n = sum(batches), analysis.n_synthetic
+        outer = p.optimize.outer_loop or self.schedule(analysis)[0]
+        steps = p.train.steps or self.schedule(analysis)[1]
+        if p.distance.kind == "gradient_match":
+            match = TRAIN_FACTOR * flops * real + 2 * TRAIN_FACTOR * flops * n
+            inner = TRAIN_FACTOR * flops * min(p.train.batch_size, n)
+            per_init = outer * match + (outer - 1) * steps * inner
+            live = acts * (max(batches) + 2 * max(analysis.synthetic_counts)) + 4 * params
+            how = f"{outer} synthetic steps x {real} real + {n} synthetic samples, {steps} network steps between"
+        else:
+            per_init = flops * real + TRAIN_FACTOR * flops * n
+            live = acts * (max(batches) + max(analysis.synthetic_counts)) + params
+            how = f"one forward of {real} real samples and forward + backward of {n} synthetic samples"
+        total = per_init * p.scenarios.inits * p.optimize.iterations
+        sample = math.prod(info.input_shape)
+        memory = 4 * (sample * (info.n_train + info.n_test + 4 * n) + p.scenarios.inits * live)
+        detail = (
+            f"{p.optimize.iterations} iterations x {p.scenarios.inits} init(s), each {how}; "
+            f"{total:.2g} FLOPs at the nominal throughput; float32, whole dataset on the device"
+        )
+        return Estimate(int(memory), seconds(total, p.runtime.device), detail)
+
+    def run(self, ctx: RunContext) -> Distilled:
+        from ddspec.backends._matching_loop import distill
+
+        return distill(ctx)

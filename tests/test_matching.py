@@ -1,0 +1,249 @@
+"""The matching backend: verdicts, resolved defaults, the objectives' math, determinism and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import ddspec
+from ddspec.analysis.facts import analyse
+from ddspec.backends._matching_loop import Matcher, class_gradient_distance, label_scale
+from ddspec.backends.base import Distilled
+from ddspec.backends.matching import MatchingBackend, dc_schedule
+from ddspec.errors import DivergenceError, RunError, SpecError
+from ddspec.registry import DATA
+from ddspec.runtime.context import RunContext
+from ddspec.runtime.loop import Loop
+
+BACKEND = MatchingBackend()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, recursively for nested sections of the same ``kind``."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        same = isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind")
+        out[key] = merge(old, value) if same else value
+    return out
+
+
+def spec(distance: str | None = "feature_mean", **sections: Any) -> dict[str, Any]:
+    """A tiny digits problem: ConvNet width 8 depth 2, 2 images per class, 4 iterations."""
+    base: dict[str, Any] = {
+        "data": {"kind": "digits"},
+        "model": {"kind": "convnet", "width": 8, "depth": 2},
+        "synthetic": {"per_class": 2},
+        "optimize": {"kind": "gradient", "iterations": 4, "real_batch_per_class": 16},
+        "train": {"kind": "gradient", "batch_size": 8},
+        "runtime": {"progress": False, "checkpoint_every": 2},
+    }
+    if distance is not None:
+        base["distance"] = {"kind": distance}
+    return merge(base, sections)
+
+
+def analyse_spec(raw: dict[str, Any]) -> Any:
+    return analyse(ddspec.load(raw))
+
+
+def context(raw: dict[str, Any], out: Path, resume: bool = False) -> RunContext:
+    """Compile ``raw`` and seed as a run does: torch's global RNG and the generator from runtime.seed."""
+    plan = ddspec.compile(ddspec.load(raw))
+    p = plan.problem
+    torch.manual_seed(p.runtime.seed)
+    generator = torch.Generator().manual_seed(p.runtime.seed)
+    return RunContext(p, plan.analysis, DATA.build(p.data), torch.device("cpu"), out, resume, generator)
+
+
+def distill(raw: dict[str, Any], out: Path) -> tuple[Distilled, RunContext]:
+    ctx = context(raw, out)
+    return BACKEND.run(ctx), ctx
+
+
+def assert_same(a: Distilled, b: Distilled) -> None:
+    torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
+    torch.testing.assert_close(a.y, b.y, rtol=0, atol=0)
+
+
+# -- verdicts and defaults ------------------------------------------------------------------------
+def test_module_is_light_at_import() -> None:
+    code = "import sys, ddspec.backends.matching, ddspec.backends.coreset; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_can_lower_accepts_surrogates() -> None:
+    for distance in ("feature_mean", "mmd", "gradient_match"):
+        ok, why = BACKEND.can_lower(analyse_spec(spec(distance)))
+        assert ok and distance in why
+
+
+@pytest.mark.parametrize(("fact", "reason"), [
+    ("distance:surrogate", "the distance `feature_mean` is not a matching surrogate"),
+    ("model:differentiable", "the model `convnet` is not a differentiable model"),
+    ("train:differentiable", "the train `gradient` is not differentiable training"),
+    ("optimize:gradient", "the optimize `gradient` is not a gradient optimizer"),
+])
+def test_can_lower_names_the_failing_condition(fact: str, reason: str) -> None:
+    analysis = analyse_spec(spec())
+    ok, why = BACKEND.can_lower(dataclasses.replace(analysis, facts=analysis.facts - {fact}))
+    assert not ok and why.startswith(reason)
+
+
+def test_can_lower_declines_selection_and_missing_distance() -> None:
+    ok, why = BACKEND.can_lower(analyse_spec(spec(None, optimize={"kind": "select"})))
+    assert not ok
+    assert why == ("the optimize `select` is not a gradient optimizer (matching needs optimize.kind: gradient); "
+                   "no distance is declared")
+
+
+def test_dc_schedule() -> None:
+    assert dc_schedule(1) == (1, 1) and dc_schedule(10) == (10, 50) and dc_schedule(50) == (50, 10)
+    assert dc_schedule(20) == (20, 25) and dc_schedule(25) == (25, 22)
+    assert dc_schedule(5) == (5, round(1 + 49 * 4 / 9))
+    assert dc_schedule(0.5) == (1, 1) and dc_schedule(200) == (50, 10)
+
+
+def test_resolve_and_compile_defaults() -> None:
+    gm = ddspec.compile(ddspec.load(spec("gradient_match", synthetic={"per_class": 10})))
+    assert gm.defaults["optimize.lr"] == 0.1
+    assert (gm.problem.optimize.outer_loop, gm.problem.train.steps) == (10, 50)
+    assert gm.problem.optimize.augmentation.enabled is True
+    dm = ddspec.compile(ddspec.load(spec("mmd", optimize={"lr": 0.5})))
+    assert "optimize.lr" not in dm.defaults and dm.problem.optimize.lr == 0.5
+    assert (dm.problem.optimize.outer_loop, dm.problem.train.steps) == (1, 1)
+    table = ddspec.compile(ddspec.load(spec(data={"kind": "tabular", "name": "wine"}, model={"kind": "linear"})))
+    assert table.problem.optimize.lr == 1.0 and table.problem.optimize.augmentation.enabled is False
+
+
+def test_estimate() -> None:
+    gm = ddspec.compile(ddspec.load(spec("gradient_match"))).estimate
+    dm = ddspec.compile(ddspec.load(spec("feature_mean"))).estimate
+    assert gm.seconds > dm.seconds > 0
+    assert dm.memory_bytes > 4 * 1797 * 64 and "4 iterations" in dm.detail
+
+
+# -- the objectives --------------------------------------------------------------------------------
+def test_dm_step_shrinks_the_mean_gap_analytically(tmp_path: Path) -> None:
+    """Linear model: φ(x) = x, so L = Σ_c ‖μ_c − mean S_c‖² and one SGD step (lr η, m per class)
+    multiplies each gap by (1 − 2η/m): L_t = (1 − 2η/m)^(2t) L_0."""
+    raw = spec(data={"kind": "tabular", "name": "wine"}, model={"kind": "linear"},
+               optimize={"lr": 0.25, "momentum": 0.0, "real_batch_per_class": 1000})
+    _, ctx = distill(raw, tmp_path)
+    losses = torch.tensor([row["loss"] for row in ctx.loops[0].history])
+    torch.testing.assert_close(losses[1:] / losses[:-1], torch.full((3,), 0.75**2), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("distance", ["feature_mean", "mmd"])
+def test_distribution_matching_lowers_its_objective(distance: str, tmp_path: Path) -> None:
+    raw = spec(distance, data={"kind": "tabular", "name": "wine"}, model={"kind": "linear"},
+               optimize={"lr": 0.05, "iterations": 6, "real_batch_per_class": 1000})
+    _, ctx = distill(raw, tmp_path)
+    losses = [row["loss"] for row in ctx.loops[0].history]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+
+
+def test_gradient_match_of_the_real_batch_itself_is_zero(tmp_path: Path) -> None:
+    """Synthetic class = the whole real class (the real batch, reordered) under the same augmentation
+    draw: equal gradients, distance ≈ 0; under different draws it is clearly positive."""
+    ctx = context(spec("gradient_match", optimize={
+        "real_batch_per_class": 1000, "augmentation": {"ops": ["crop", "scale", "rotate"]},
+    }), tmp_path)
+    data, c = ctx.data, 3
+    rows = data.class_indices()[c]
+    x, y = data.x_train[rows], data.y_train[rows]
+    net = ctx.new_model()
+    assert class_gradient_distance(Matcher.starting_at(ctx, x, y), net, c, True).item() < 1e-3
+
+    class Unpaired(Matcher):
+        def aug(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+            return super().aug(x, seed + int(x.requires_grad))
+
+    assert class_gradient_distance(Unpaired.starting_at(ctx, x, y), net, c, True).item() > 0.05
+
+
+def test_synthetic_steps_are_taken_in_standardized_units(tmp_path: Path) -> None:
+    """x = μ + σ·z per channel: z of the real data has mean 0 and std 1, and x round-trips."""
+    ctx = context(spec(), tmp_path)
+    m = Matcher.starting_at(ctx, ctx.data.x_train, ctx.data.y_train)
+    torch.testing.assert_close(m.z.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.z.std(unbiased=False), torch.tensor(1.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.x, ctx.data.x_train, atol=1e-5, rtol=0)
+
+
+def test_learned_labels_are_probabilities_with_a_gradient(tmp_path: Path) -> None:
+    raw = spec("gradient_match", synthetic={"per_class": 2, "learn_labels": True}, optimize={"iterations": 1})
+    ctx = context(raw, tmp_path)
+    m = Matcher.create(ctx)
+    assert torch.softmax(m.logits, 1).max(1).values.sub(0.9).abs().max() < 1e-6
+    assert label_scale(10) == pytest.approx(torch.log(torch.tensor(81.0)).item())
+    class_gradient_distance(m, ctx.new_model(), 4, True).backward()
+    assert m.logits.grad is not None and m.logits.grad[m.slices[4]].abs().sum() > 0
+    out, _ = distill(raw, tmp_path / "run")
+    assert out.y.dtype == torch.float32 and out.y.shape == (20, 10)
+    torch.testing.assert_close(out.y.sum(1), torch.ones(20))
+    assert not torch.allclose(out.y, torch.softmax(m.logits.detach(), 1))
+
+
+# -- runs: determinism, resume, divergence ---------------------------------------------------------
+RUNS = {
+    "dm": spec("feature_mean", scenarios={"inits": 2}),
+    "gm": spec("gradient_match", synthetic={"per_class": 2, "learn_labels": True}, optimize={"optimizer": "adam", "lr": 0.01}),
+    "mmd-1d": spec("mmd", data={"kind": "mnist1d"}, model={"kind": "convnet1d", "width": 8, "depth": 2}),
+}
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_same_seed_same_tensors_and_resume_continues_bit_for_bit(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    straight, _ = distill(RUNS[name], tmp_path / "a")
+    assert_same(straight, distill(RUNS[name], tmp_path / "b")[0])
+    assert not torch.equal(straight.x, distill(merge(RUNS[name], {"runtime": {"seed": 1}}), tmp_path / "c")[0].x)
+
+    record = Loop.record
+
+    def record_then_stop(self: Loop, iteration: int, **values: float) -> None:
+        record(self, iteration, **values)
+        self._stop = iteration == 1
+
+    monkeypatch.setattr(Loop, "record", record_then_stop)
+    with pytest.raises(RunError, match="INTERRUPTED"):
+        distill(RUNS[name], tmp_path / "d")
+    monkeypatch.undo()
+    resumed = context(RUNS[name], tmp_path / "d", resume=True)
+    out = BACKEND.run(resumed)
+    assert resumed.loops[0].start == 2
+    assert_same(straight, out)
+
+
+def test_divergence_names_the_learning_rate(tmp_path: Path) -> None:
+    ctx = context(spec(), tmp_path)
+    bad = ctx.data.x_train.clone()
+    bad[ctx.data.y_train == 0] = float("nan")
+    ctx.data = dataclasses.replace(ctx.data, x_train=bad)
+    with pytest.raises(DivergenceError) as err:
+        BACKEND.run(ctx)
+    assert "optimize.lr (now 1)" in err.value.findings[0].fix
+
+
+def test_augmentation_on_flat_inputs_is_an_error(tmp_path: Path) -> None:
+    raw = spec(data={"kind": "tabular", "name": "wine"}, model={"kind": "linear"},
+               optimize={"augmentation": {"enabled": True}})
+    with pytest.raises(SpecError, match="AUGMENT_UNSUPPORTED"):
+        distill(raw, tmp_path)
