@@ -68,4 +68,3 @@ def save(name: str, title: str, table: str, rows: list[dict[str, Any]], notes: s
          f"torch {env['torch']}.\nReproduce: `{env['command']}`\n"
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{name}.md", md)
     atomic_write_json(ROOT / "benchmarks" / "results" / f"{name}.json", {"environment": env, "rows": rows})
-    print(json.dumps(env))

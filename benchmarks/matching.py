@@ -41,7 +41,10 @@ def protocol(dataset: str, augment: bool) -> tuple:
     from ddspec.registry import DATA
 
     flags = ["runtime.progress=false", f"evaluate.augment={str(augment).lower()}"]
+    from ddspec.runtime.device import seed_everything
+
     problem = ddspec.compile(ddspec.load(EXAMPLES / f"{dataset}_dm.yaml", flags)).problem
+    seed_everything(problem.runtime.seed, problem.runtime.threads)
     return problem, DATA.build(problem.data)
 
 
@@ -68,7 +71,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["mnist1d", "digits"])
     parser.add_argument("--ipc", nargs="+", type=int, default=[1, 10])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--no-full", action="store_true", help="skip the full-data reference rows")
+    parser.add_argument("--full", action="store_true", help="add the full-data reference rows (slow)")
     parser.add_argument("--name", default="matching", help="results file name under benchmarks/results/")
     parser.add_argument("--collect", nargs="+", metavar="NAME", help="only merge earlier results into one table")
     args = parser.parse_args()
@@ -80,7 +83,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
-            if not args.no_full:
+            if args.full:
                 rows.append(full_data_row(dataset))
                 print(f"{dataset} full data: {pm(rows[-1]['accuracy'])}", flush=True)
             for ipc in args.ipc:
@@ -92,16 +95,18 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     print(f"{dataset} ipc={ipc} {method}: acc {pm(metrics['accuracy'])}, "
                           f"eval-aug {pm(metrics['accuracy_eval_augment'])}, {metrics['distill_seconds']:.1f} s",
                           flush=True)
+                    write_table(rows, args.name, show=False)  # keep what is measured if the run stops
     return rows
 
 
-def write_table(rows: list[dict], name: str) -> None:
+def write_table(rows: list[dict], name: str, show: bool = True) -> None:
     header = ["dataset", "per class", "method", "accuracy", "accuracy, eval with aug", "cluster-min", "distill s"]
     table = markdown_table(header, [
         [r["dataset"], str(r["ipc"]), r["method"], pm(r["accuracy"]), pm(r.get("accuracy_eval_augment")),
          pm(r.get("cluster_min")), f"{r['distill_seconds']:.1f}"] for r in rows
     ])
-    print(table)
+    if show:
+        print(table)
     notes = ("Accuracy and cluster-min are fractions in [0, 1]: final-epoch test accuracy of models trained from "
              "scratch on the distilled data (the examples' evaluation protocol), mean ± sample std over the "
              "evaluation seeds. 'eval with aug': the same protocol with the example's augmentation ops applied "
