@@ -74,9 +74,10 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="add the full-data reference rows (slow)")
     parser.add_argument("--name", default="matching", help="results file name under benchmarks/results/")
     parser.add_argument("--collect", nargs="+", metavar="NAME", help="only merge earlier results into one table")
+    parser.add_argument("--note", default="", help="a remark on the run conditions, added to the results file")
     args = parser.parse_args()
     rows = [r for name in args.collect for r in load_rows(name)] if args.collect else measure(args)
-    write_table(rows, "matching" if args.collect else args.name)
+    write_table(rows, "matching" if args.collect else args.name, note=args.note)
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -95,11 +96,11 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     print(f"{dataset} ipc={ipc} {method}: acc {pm(metrics['accuracy'])}, "
                           f"eval-aug {pm(metrics['accuracy_eval_augment'])}, {metrics['distill_seconds']:.1f} s",
                           flush=True)
-                    write_table(rows, args.name, show=False)  # keep what is measured if the run stops
+                    write_table(rows, args.name, show=False, note=args.note)  # keep what is measured if the run stops
     return rows
 
 
-def write_table(rows: list[dict], name: str, show: bool = True) -> None:
+def write_table(rows: list[dict], name: str, show: bool = True, note: str = "") -> None:
     header = ["dataset", "per class", "method", "accuracy", "accuracy, eval with aug", "cluster-min", "distill s"]
     table = markdown_table(header, [
         [r["dataset"], str(r["ipc"]), r["method"], pm(r["accuracy"]), pm(r.get("accuracy_eval_augment")),
@@ -111,7 +112,7 @@ def write_table(rows: list[dict], name: str, show: bool = True) -> None:
              "scratch on the distilled data (the examples' evaluation protocol), mean ± sample std over the "
              "evaluation seeds. 'eval with aug': the same protocol with the example's augmentation ops applied "
              "while training the evaluation models. Cluster-min: lowest accuracy over 10 k-means clusters of "
-             "the raw test inputs. Distill seconds: one thread on a 2-core machine.")
+             "the raw test inputs. Distill seconds: one thread on a 2-core machine. " + note)
     keep = ("dataset", "ipc", "method", "accuracy", "accuracy_eval_augment", "cluster_min", "corruptions",
             "distill_seconds", "backend", "seeds")
     save(name, "Matching backends vs coreset baselines", table, [{k: r.get(k) for k in keep} for r in rows], notes)
