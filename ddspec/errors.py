@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem found in a spec: ``severity`` is ``error`` (blocks compile) or ``note``."""
+    """One problem found in a spec: ``severity`` is ``error`` (blocks compile), ``warning``
+    (compiles, but the run may fail: shown by ``explain``) or ``note``."""
 
     code: str
     path: str

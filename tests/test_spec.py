@@ -150,3 +150,13 @@ def test_spec_reference_doc_is_in_sync() -> None:
 
     committed = (ROOT / "docs" / "spec-reference.md").read_text()
     assert committed == reference_markdown(), "regenerate: python -m ddspec.spec.reference > docs/spec-reference.md"
+
+
+def test_overrides_leave_the_callers_mapping_alone(tiny_spec) -> None:
+    import copy
+
+    from ddspec.spec.loading import load
+
+    before = copy.deepcopy(tiny_spec)
+    assert load(tiny_spec, ["model.width=16", "synthetic.per_class=3"]).model.width == 16
+    assert tiny_spec == before

@@ -102,3 +102,51 @@ def labels_enter_the_objective(a: Analysis) -> Iterable[Finding]:
             f"`{p.distance.kind}` compares class-wise embeddings, so labels receive no gradient",
             "set synthetic.learn_labels: false, or use distance: {kind: gradient_match}",
         )
+
+
+@rule
+def task_and_distance_agree(a: Analysis) -> Iterable[Finding]:
+    p = a.problem
+    task, distance = a.kind("task"), a.kind("distance")
+    if distance == "kl" and task != "predictions":
+        yield Finding("DISTANCE_NEEDS_TASK", "distance", "`kl` compares predictive distributions, which only "
+                      f"task `predictions` produces (task is {task or 'unset'})", "set task: {kind: predictions}")
+    if task == "predictions" and distance not in (None, "kl"):
+        yield Finding("TASK_DISTANCE_MISMATCH", "distance", f"task `predictions` is compared with `kl`, not `{distance}`",
+                      "set distance: {kind: kl}, or remove `distance`")
+    if distance == "trajectory" and p.distance.max_start_epoch + p.distance.expert_span > p.distance.expert_epochs:
+        d = p.distance
+        yield Finding(
+            "TRAJECTORY_SPAN", "distance.max_start_epoch",
+            f"a student starting at epoch {d.max_start_epoch} needs expert epoch {d.max_start_epoch + d.expert_span}, "
+            f"but experts train {d.expert_epochs} epochs",
+            f"set distance.max_start_epoch <= {max(d.expert_epochs - d.expert_span, 0)} or raise distance.expert_epochs",
+        )
+
+
+@rule
+def hypergradient_options_fit(a: Analysis) -> Iterable[Finding]:
+    p = a.problem
+    h = getattr(p.optimize, "hypergradient", None)
+    learn_lr = getattr(p.train, "learn_lr", False)
+    if h is not None and h.kind == "unrolled":
+        if h.checkpoint_every is not None and h.engine == "higher":
+            yield Finding("CHECKPOINT_NEEDS_TORCH_FUNC", "optimize.hypergradient.checkpoint_every",
+                          "gradient checkpointing is implemented for the torch_func engine only",
+                          "set optimize.hypergradient.engine: torch_func")
+        steps = p.train.steps
+        if h.truncate is not None and steps is not None and h.truncate >= steps:
+            yield Finding("TRUNCATE_NOT_BELOW_STEPS", "optimize.hypergradient.truncate",
+                          f"truncate {h.truncate} >= train.steps {steps} tracks every step (no truncation)",
+                          f"use truncate < {steps}, or remove truncate")
+    if h is not None and h.kind == "implicit":
+        if learn_lr:
+            yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", "the implicit hypergradient differentiates the trained "
+                          "solution, which does not depend on the inner lrs", "set train.learn_lr: false, or use "
+                          "optimize.hypergradient: {kind: unrolled}")
+        if a.kind("distance") == "trajectory":
+            yield Finding("TRAJECTORY_NEEDS_UNROLL", "optimize.hypergradient", "trajectory matching compares the "
+                          "parameters after N steps, not at a stationary point", "use optimize.hypergradient: {kind: unrolled}")
+    if learn_lr and a.has("distance:surrogate") and a.kind("distance") != "trajectory":
+        yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", f"`{p.distance.kind}` does not differentiate through "
+                      "the inner steps, so their lrs receive no gradient", "set train.learn_lr: false")

@@ -7,8 +7,7 @@ tensors and their optimizer, so a resumed run continues bit-for-bit.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,26 +19,12 @@ from ddspec.backends.base import Distilled
 from ddspec.components.augment import Augment
 from ddspec.components.distances import feature_mean, gradient_match, mmd2
 from ddspec.components.init import init_synthetic
+from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
-#: Learned labels start as one-hot x scale, with scale such that softmax gives the class this probability.
-LABEL_INIT_PROB = 0.9
 #: Augmentation seeds are drawn uniformly below this bound.
 SEED_BOUND = 2**62
-
-
-def label_scale(num_classes: int) -> float:
-    """s with softmax(s·e_c)_c = p: s = log(p (K − 1) / (1 − p)), p = :data:`LABEL_INIT_PROB`."""
-    return math.log(LABEL_INIT_PROB * max(num_classes - 1, 1) / (1 - LABEL_INIT_PROB))
-
-
-def make_optimizer(kind: str, params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float
-                   ) -> torch.optim.Optimizer:
-    """SGD with momentum, or Adam."""
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def make_augment(problem: Any, input_shape: tuple[int, ...]) -> Augment | None:
@@ -54,15 +39,6 @@ def make_augment(problem: Any, input_shape: tuple[int, ...]) -> Augment | None:
             "set optimize.augmentation.enabled: false",
         )
     return Augment(spec, len(input_shape) - 1)
-
-
-def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (population) std of N x C x ... inputs (per feature for N x D), shaped to
-    broadcast over one sample; a zero std becomes 1."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dims, keepdim=True)[0]
-    std = x.std(dims, keepdim=True, unbiased=False)[0]
-    return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
 @dataclass
@@ -99,7 +75,7 @@ class Matcher:
         ends = [sum(counts[: c + 1]) for c in range(k)]
         logits = None
         if ctx.problem.synthetic.learn_labels:
-            logits = (F.one_hot(y, k).float() * label_scale(k)).requires_grad_(True)
+            logits = label_logits(y, k)
         mean, std = channel_stats(ctx.data.x_train)
         return cls(
             ctx, ((x - mean) / std).detach().requires_grad_(True), mean, std, y, logits,

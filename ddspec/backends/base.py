@@ -34,6 +34,7 @@ class Estimate:
     memory_bytes: int
     seconds: float
     detail: str = ""
+    advice: str = ""  # what to change when the memory estimate exceeds what the device has
 
 
 class Backend:

@@ -77,6 +77,8 @@ class MatchingBackend(Backend):
         distance = analysis.kind("distance")
         if analysis.has("distance:surrogate") and distance not in REFERENCE_LR:
             problems.append(f"the surrogate `{distance}` is not implemented here ({', '.join(REFERENCE_LR)} are)")
+        if analysis.has("optimize:gradient") and analysis.problem.optimize.hypergradient is not None:
+            problems.append("optimize.hypergradient is set (it configures the bilevel backend)")
         if analysis.kind("risk") != "mean":
             problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages: risk mean)")
         if problems:
@@ -84,11 +86,12 @@ class MatchingBackend(Backend):
         return True, f"`{distance}` is a matching surrogate and the model is differentiable"
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
-        """lr from :data:`REFERENCE_LR`; DC's schedule for gradient matching, a single untrained step
+        """SGD with the lr of :data:`REFERENCE_LR`; DC's schedule for gradient matching, a single untrained step
         otherwise; augmentation on wherever the inputs have spatial dimensions."""
         distance = analysis.problem.distance.kind
         outer, steps = self.schedule(analysis)
         return {
+            "optimize.optimizer": "sgd",
             "optimize.lr": REFERENCE_LR[distance],
             "optimize.outer_loop": outer,
             "optimize.augmentation.enabled": has_spatial_dims(analysis),

@@ -28,3 +28,21 @@ def _cuda_visible() -> bool:
 
 def seconds(flops: float, device: str) -> float:
     return flops / THROUGHPUT[device_kind(device)]
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes the run can use: physical RAM for the CPU, free memory of GPU 0 for CUDA (None if unknown).
+    Reading the GPU's memory imports torch, so ``explain`` of a CUDA spec is slower."""
+    import os
+
+    if device_kind(device) == "cuda":
+        try:
+            import torch
+
+            return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else None
+        except (ImportError, RuntimeError):
+            return None
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -50,7 +50,8 @@ class Plan:
         lines += [f"  rejected    {name}: {why}" for name, why in self.rejected.items()]
         if self.defaults:
             lines.append("  defaults    " + "\n              ".join(f"{k} = {_short(v)}" for k, v in self.defaults.items()))
-        lines += [f"  note        [{n.code}] {n.message}" for n in self.notes]
+        lines += [f"  {n.severity:<11} [{n.code}] {n.message}" + (f"; fix: {n.fix}" if n.severity == "warning" else "")
+                  for n in self.notes]
         est = self.estimate
         lines.append(f"  estimate    ~{_mib(est.memory_bytes)} peak memory, ~{_duration(est.seconds)} ({est.detail})")
         ev = p.evaluate
@@ -80,7 +81,8 @@ class Plan:
             "rejected": self.rejected,
             "defaults": {k: _jsonable(v) for k, v in self.defaults.items()},
             "facts": sorted(self.analysis.facts),
-            "notes": [{"code": n.code, "path": n.path, "message": n.message} for n in self.notes],
+            "notes": [{"code": n.code, "path": n.path, "message": n.message, "fix": n.fix, "severity": n.severity}
+                      for n in self.notes],
             "estimate": {"memory_bytes": self.estimate.memory_bytes, "seconds": self.estimate.seconds,
                          "detail": self.estimate.detail},
             "explain": self.explain(),
@@ -115,7 +117,23 @@ def compile(problem: Any) -> Plan:  # noqa: A001  (the verb users know from cvxp
         analysis = analyse(problem)
         defaults.update(chosen)
     notes = [f for f in findings if f.severity != "error"]
-    return Plan(problem, analysis, backend.name, reason, rejected, defaults, notes, backend.estimate(analysis))
+    estimate = backend.estimate(analysis)
+    notes += _memory_findings(estimate, problem.runtime.device)
+    return Plan(problem, analysis, backend.name, reason, rejected, defaults, notes, estimate)
+
+
+def _memory_findings(estimate: Estimate, device: str) -> list[Finding]:
+    """A warning when the estimated peak memory exceeds what the device has."""
+    from ddspec.compiler.estimate import available_memory
+
+    available = available_memory(device)
+    if available is None or estimate.memory_bytes <= available:
+        return []
+    return [Finding(
+        "MEMORY_EXCEEDS_DEVICE", "runtime.device",
+        f"the estimated peak memory (~{_mib(estimate.memory_bytes)}) exceeds the {_mib(available)} available",
+        estimate.advice or "lower synthetic.per_class or the batch sizes", severity="warning",
+    )]
 
 
 def _choose(analysis: Analysis) -> tuple[Backend, str, dict[str, str]]:

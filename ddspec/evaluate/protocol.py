@@ -17,20 +17,19 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ddspec.components.data.base import Dataset
+from ddspec.components.fit import Augmenter, fit
 from ddspec.errors import RunError, SpecError
 from ddspec.evaluate.metrics import correct, metric_details
 from ddspec.registry import CORRUPTIONS, METRICS, MODELS
 
 CORRUPTION_SEED = 0
 PREDICT_BATCH = 1024
-Augmenter = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 @dataclass
@@ -128,38 +127,15 @@ def _corrupt(spec: Any, data: Dataset) -> torch.Tensor:
     return CORRUPTIONS.build(spec, data.x_test.detach().cpu(), data.value_range(), generator)
 
 
-def _optimizer(model: nn.Module, ev: Any) -> torch.optim.Optimizer:
-    if ev.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=ev.lr, weight_decay=ev.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay)
-
-
 def _train(
     spec: Any, seed: int, x: torch.Tensor, y: torch.Tensor, data: Dataset, ev: Any,
     augment: Augmenter | None, device: torch.device | str,
 ) -> nn.Module:
-    """Minimize (1/|B|) Σ_{i∈B} CE(model(aug(x_i)), y_i) over shuffled batches; return the final model (eval mode).
-    One augmentation draw per batch (DSA), its seed drawn from the same seeded generator as the shuffle."""
+    """A model of ``spec`` initialised from ``seed`` and trained by :func:`~ddspec.components.fit.fit` with the
+    protocol's recipe, its batches shuffled by a generator seeded with ``seed``; the final model (eval mode)."""
     torch.manual_seed(seed)
     model = MODELS.build(spec, data.input_shape, data.num_classes).to(device)
-    optimizer = _optimizer(model, ev)
-    order = torch.Generator().manual_seed(seed)
-    drop_at = ev.epochs // 2 if ev.lr_drop_at_half else 0
-    model.train()
-    for epoch in range(ev.epochs):
-        if epoch == drop_at and drop_at > 0:
-            for group in optimizer.param_groups:
-                group["lr"] = ev.lr * 0.1
-        for batch in torch.randperm(len(x), generator=order).split(ev.batch_size):
-            batch = batch.to(x.device)
-            inputs = x[batch]
-            if augment is not None:
-                inputs = augment(inputs, int(torch.randint(2**31, (), generator=order)))
-            loss = F.cross_entropy(model(inputs), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    return fit(model, x, y, ev, torch.Generator().manual_seed(seed), augment)
 
 
 @torch.no_grad()

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 class RunContext:
     """Everything a backend's ``run`` may use.
 
+    ``prepare_seconds``: time a backend spent before its loop (e.g. training experts), counted in
+    ``distill_seconds``.
+
     ``generator`` (CPU, seeded from ``runtime.seed``) is the only source of randomness a backend
     should draw from besides the global torch RNG (which seeds model initialisations); both are
     checkpointed, so runs are reproducible and resumable.
@@ -34,6 +37,7 @@ class RunContext:
     resume: bool = False
     generator: torch.Generator = field(default_factory=torch.Generator)
     loops: list[Loop] = field(default_factory=list)
+    prepare_seconds: float = 0.0
 
     def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "") -> Loop:
         """A checkpointed loop over ``total`` outer iterations; ``state`` gets the generator added."""
@@ -49,6 +53,12 @@ class RunContext:
         """A freshly initialised model (from the global torch RNG) of ``spec`` (default: the problem's)."""
         spec = spec if spec is not None else self.problem.model
         return MODELS.build(spec, self.data.input_shape, self.data.num_classes).to(self.device)
+
+    def new_model_seeded(self, seed: int, spec: Any = None) -> torch.nn.Module:
+        """:meth:`new_model` initialised from ``seed``, leaving the global torch RNG as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.new_model(spec)
 
     def scenario_models(self) -> list[Any]:
         """The architectures the scenarios cycle through (``scenarios.models`` or the problem's model)."""

@@ -69,10 +69,12 @@ def run_plan(plan: Plan, out: Path, resume: bool = False) -> Result:
         ctx = RunContext(problem, plan.analysis, data, device, out, resume=resume, generator=generator)
         start = time.perf_counter()
         distilled = load_backends()[plan.backend].run(ctx)
-        seconds = sum(loop.elapsed for loop in ctx.loops) or time.perf_counter() - start
+        looped = sum(loop.elapsed for loop in ctx.loops) + ctx.prepare_seconds
+        seconds = looped if ctx.loops else time.perf_counter() - start
         x, y = distilled.x.detach().cpu(), distilled.y.detach().cpu()
         history = [row for loop in ctx.loops for row in loop.history]
-        art.atomic_write_json(out / art.HISTORY, {"distill_seconds": seconds, "rows": history})
+        art.atomic_write_json(out / art.HISTORY, {"distill_seconds": seconds, "prepare_seconds": ctx.prepare_seconds,
+                                                  "rows": history})
         art.save_distilled(out / art.DISTILLED, x, y, distilled.extras)
         (out / art.CHECKPOINT).unlink(missing_ok=True)
     metrics = evaluate_into(out, problem, x, y, data, device, seconds)

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ddspec.registry import DISTANCES
-from ddspec.spec.base import PositiveFloat, SpecModel
+from ddspec.spec.base import LearningRate, Momentum, PositiveFloat, PositiveInt, SpecModel
 
 
 @DISTANCES.register(capabilities=("surrogate", "needs_network_training"))
@@ -45,4 +45,32 @@ class MMDDistance(SpecModel):
     approximates: ClassVar[str] = (
         "test_error after training on D̂: class-conditional distributions of random-network embeddings of "
         "D̂ and D match in every moment the RBF kernel sees"
+    )
+
+
+@DISTANCES.register(capabilities=("exact",))
+class KLDistance(SpecModel):
+    """KL(p_teacher ‖ p_student) of the softmax predictions (at ``temperature``) on a real batch; task ``predictions``."""
+
+    kind: Literal["kl"] = "kl"
+    temperature: PositiveFloat = Field(1.0, le=100)
+
+
+@DISTANCES.register(capabilities=("surrogate", "needs_unroll", "needs_experts"))
+class TrajectoryDistance(SpecModel):
+    """Trajectory matching (MTT): from expert epoch t, the student trains ``train.steps`` = N steps on D̂;
+    d = ‖θ̂_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖², θ* the parameters of experts trained on the real data
+    (once, cached in the run directory as ``experts.pt``), t uniform in [0, max_start_epoch], M = ``expert_span``."""
+
+    kind: Literal["trajectory"] = "trajectory"
+    experts: PositiveInt = Field(5, le=1000, description="Expert trajectories trained on the real data.")
+    expert_epochs: PositiveInt = Field(20, le=10_000, description="Epochs per expert (one checkpoint per epoch).")
+    expert_lr: LearningRate = 0.01
+    expert_momentum: Momentum = 0.0
+    expert_batch_size: PositiveInt = 256
+    max_start_epoch: int = Field(10, ge=0, le=10_000, description="Largest expert epoch t a student starts from.")
+    expert_span: PositiveInt = Field(2, le=10_000, description="M: expert epochs the student's N steps must cover.")
+    approximates: ClassVar[str] = (
+        "test_error after training on D̂: N student steps on D̂ from an expert checkpoint land where M epochs "
+        "on D took the expert, so training on D̂ retraces the real training trajectory"
     )

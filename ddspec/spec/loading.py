@@ -3,6 +3,8 @@ pydantic's errors into :class:`~ddspec.errors.SpecError` findings that name the 
 
 from __future__ import annotations
 
+import copy
+
 import difflib
 import types
 import typing
@@ -27,7 +29,7 @@ def load(source: str | Path | Mapping[str, Any] | BaseModel, overrides: Sequence
     if isinstance(source, BaseModel):
         raw: Any = source.model_dump(mode="json")
     elif isinstance(source, Mapping):
-        raw = dict(source)
+        raw = copy.deepcopy(dict(source))  # overrides must not change the caller's mapping
     else:
         path = Path(source)
         raw, base_dir = read_yaml(path), path.resolve().parent

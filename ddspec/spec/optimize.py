@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
@@ -26,12 +26,49 @@ class AugmentationSpec(SpecModel):
     noise: float = Field(0.05, ge=0, le=10, description="Std of additive Gaussian noise, in data units.")
 
 
+class UnrolledHypergradient(SpecModel):
+    """Differentiate through the K inner steps (reverse mode through the unrolled training).
+
+    ``truncate``: backpropagate through the last T steps only (the first K − T run without a graph).
+    ``checkpoint_every``: keep the inner state every S steps only and recompute each segment during
+    the backward pass: memory O(K/S + S) steps instead of O(K), the same hypergradient."""
+
+    kind: Literal["unrolled"] = "unrolled"
+    engine: Literal["torch_func", "higher"] = Field(
+        "torch_func", description="torch_func: functional_call + torch.func; higher: higher.innerloop_ctx."
+    )
+    truncate: PositiveInt | None = Field(None, description="Backpropagate through the last T inner steps only.")
+    checkpoint_every: PositiveInt | None = Field(
+        None, description="Gradient checkpointing: segment length S in inner steps (engine torch_func)."
+    )
+
+
+class ImplicitHypergradient(SpecModel):
+    """Implicit function theorem at the trained inner solution θ* (∇θ L_train(θ*, D̂) = 0):
+
+    dL/dD̂ = ∂L/∂D̂ − ∂²L_train/∂D̂∂θ · v,  with (H + δI) v = ∇θ L_out(θ*),  H = ∇²θ L_train(θ*, D̂),
+
+    v from conjugate gradient or a Neumann series α Σ_j (I − αH)^j ∇θ L_out on Hessian-vector
+    products; memory independent of the number of inner steps."""
+
+    kind: Literal["implicit"] = "implicit"
+    solver: Literal["cg", "neumann"] = "cg"
+    iterations: PositiveInt = Field(20, le=10_000, description="CG iterations or Neumann terms.")
+    damping: NonNegativeFloat = Field(0.0, description="δ added to the Hessian's diagonal.")
+    neumann_step: float = Field(0.01, gt=0, description="α of the Neumann series (needs α·λ_max(H) < 2).")
+
+
+HypergradientUnion = Annotated[Union[UnrolledHypergradient, ImplicitHypergradient], Field(discriminator="kind")]  # noqa: UP007
+
+
 @OPTIMIZERS.register(capabilities=("gradient",))
 class GradientOptimize(SpecModel):
     """First-order optimization of the synthetic tensors (matching or hypergradient steps)."""
 
     kind: Literal["gradient"] = "gradient"
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam"] | None = Field(
+        None, description="None: the backend's reference (matching: sgd; bilevel: adam)."
+    )
     lr: LearningRate | None = Field(None, description="None: the backend's reference value for the distance.")
     momentum: Momentum = 0.5
     weight_decay: NonNegativeFloat = 0.0
@@ -41,6 +78,9 @@ class GradientOptimize(SpecModel):
     )
     real_batch_per_class: PositiveInt = 256
     augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec)
+    hypergradient: HypergradientUnion | None = Field(
+        None, description="How the bilevel backend differentiates through training; None: unrolled, torch_func."
+    )
 
 
 @OPTIMIZERS.register(capabilities=("selection",))

@@ -8,8 +8,15 @@ from ddspec.registry import RISKS
 from ddspec.spec.base import SpecModel
 
 
-@RISKS.register()
+@RISKS.register(builder="ddspec.components.risks:mean")
 class MeanRisk(SpecModel):
     """Expectation over scenarios: the plain average."""
 
     kind: Literal["mean"] = "mean"
+
+
+@RISKS.register(builder="ddspec.components.risks:worst")
+class MaxRisk(SpecModel):
+    """The worst scenario: max over ω of the distance (its gradient is the worst scenario's)."""
+
+    kind: Literal["max"] = "max"

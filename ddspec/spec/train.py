@@ -23,3 +23,6 @@ class GradientTrain(SpecModel):
         None, description="Inner steps per outer iteration; None lets the backend pick its reference schedule."
     )
     batch_size: PositiveInt = 256
+    learn_lr: bool = Field(
+        False, description="Learn one inner lr per step (held as log lr, starting at lr); bilevel unrolled only."
+    )

@@ -1,0 +1,211 @@
+"""The torch side of the bilevel backend (see :mod:`ddspec.backends.bilevel` for the math).
+
+Randomness: real batches, inner mini-batches and expert draws come from ``ctx.generator``, model
+initialisations from the global torch RNG; the loop checkpoints both with the learned tensors and
+their optimizer, so a resumed run continues bit-for-bit. Teachers and experts are cached in the run
+directory (:mod:`ddspec.components.experts`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ddspec.backends.base import Distilled
+from ddspec.components.experts import expert_trajectories, teacher
+from ddspec.components.implicit import implicit_hypergradient
+from ddspec.components.init import init_synthetic
+from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.unroll import (
+    InnerData,
+    InnerRecipe,
+    Outer,
+    Tensors,
+    checkpointed_hypergradient,
+    unrolled_hypergradient,
+)
+from ddspec.registry import RISKS
+from ddspec.runtime.context import RunContext
+
+
+@dataclass
+class Learned:
+    """The learned tensors: standardized inputs z (x = μ + σ z), label logits (or None: fixed labels y),
+    log inner lrs (or None: the fixed ``train.lr``)."""
+
+    z: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    y: torch.Tensor
+    logits: torch.Tensor | None
+    log_lr: torch.Tensor | None
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        named = {"x": self.z, "labels": self.logits, "log_lr": self.log_lr}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def inner_data(self, lr: float, steps: int, batches: list[torch.Tensor | None]) -> InnerData:
+        """D̂ as the unroll sees it (differentiable w.r.t. the learned tensors)."""
+        targets = self.y if self.logits is None else torch.softmax(self.logits, dim=1)
+        lrs = torch.full((steps,), lr, device=self.z.device) if self.log_lr is None else self.log_lr.exp()
+        return InnerData(self.mean + self.std * self.z, targets, lrs, batches)
+
+    def result(self) -> Distilled:
+        with torch.no_grad():
+            x = self.mean + self.std * self.z
+            y = self.y if self.logits is None else torch.softmax(self.logits, dim=1)
+            extras = {} if self.log_lr is None else {"lr": self.log_lr.exp()}
+        return Distilled(x.clone(), y.clone(), extras)
+
+
+def create(ctx: RunContext) -> Learned:
+    p = ctx.problem
+    x, y = init_synthetic(p, ctx.data, ctx.generator)
+    mean, std = channel_stats(ctx.data.x_train)
+    logits = label_logits(y, ctx.data.num_classes) if p.synthetic.learn_labels else None
+    log_lr = None
+    if p.train.learn_lr:
+        log_lr = torch.full((p.train.steps,), math.log(p.train.lr), device=x.device).requires_grad_(True)
+    return Learned(((x - mean) / std).detach().requires_grad_(True), mean, std, y, logits, log_lr)
+
+
+def hypergradient_fn(problem: Any, recipe: InnerRecipe) -> Callable[..., tuple[float, Tensors]]:
+    """(model, data, outer, params0) → (loss, dL/d data.leaves()) as ``optimize.hypergradient`` declares."""
+    h = problem.optimize.hypergradient
+    if h.kind == "implicit":
+        return lambda model, data, outer, params0: implicit_hypergradient(
+            model, data, recipe, outer, h.solver, h.iterations, h.damping, h.neumann_step, params0)
+    track_from = max(recipe.steps - h.truncate, 0) if h.truncate else 0
+    if h.checkpoint_every:
+        return lambda model, data, outer, params0: checkpointed_hypergradient(
+            model, data, recipe, outer, h.checkpoint_every, track_from, params0)
+    return lambda model, data, outer, params0: unrolled_hypergradient(
+        model, data, recipe, outer, h.engine, track_from, params0)
+
+
+def real_batch(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """``optimize.real_batch_per_class`` random real samples of every class."""
+    picks = [ctx.sample_real(idx, ctx.problem.optimize.real_batch_per_class) for idx in ctx.data.class_indices()]
+    rows = torch.cat(picks)
+    return ctx.data.x_train[rows], ctx.data.y_train[rows]
+
+
+def predictions_loss(model: nn.Module, names: list[str], xr: torch.Tensor, teacher_logp: torch.Tensor,
+                     temperature: float) -> Outer:
+    """ℓ(θ) = KL(p_teacher ‖ p_θ) on the real batch, both softmaxes at ``temperature``."""
+    def outer(params: Tensors) -> torch.Tensor:
+        logp = F.log_softmax(functional_call(model, dict(zip(names, params)), (xr,)) / temperature, dim=1)
+        return F.kl_div(logp, teacher_logp, log_target=True, reduction="batchmean")
+    return outer
+
+
+def test_error_loss(model: nn.Module, names: list[str], xr: torch.Tensor, yr: torch.Tensor) -> Outer:
+    """ℓ(θ) = CE(f_θ(x_real), y_real)."""
+    return lambda params: F.cross_entropy(functional_call(model, dict(zip(names, params)), (xr,)), yr)
+
+
+def trajectory_loss(start: Tensors, target: Tensors) -> Outer:
+    """ℓ(θ) = ‖θ − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²."""
+    norm = sum(((s - t) ** 2).sum() for s, t in zip(start, target))
+    return lambda params: sum(((p - t) ** 2).sum() for p, t in zip(params, target)) / norm
+
+
+class Objective:
+    """Draws the scenarios of one outer iteration and builds, for each, (model, outer loss, θ_0)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        p = ctx.problem
+        self.trajectory = p.distance is not None and p.distance.kind == "trajectory"
+        self.teacher = None
+        if self.trajectory:
+            self.experts, ctx.prepare_seconds = expert_trajectories(ctx)
+        elif p.task.kind == "predictions":
+            self.teacher, ctx.prepare_seconds = teacher(ctx)
+
+    def scenarios(self, iteration: int) -> list[tuple[nn.Module, Outer, Tensors | None]]:
+        ctx, p = self.ctx, self.ctx.problem
+        specs, inits = ctx.scenario_models(), p.scenarios.inits
+        out = []
+        if not self.trajectory:
+            xr, yr = real_batch(ctx)
+            teacher_logp = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_logp = F.log_softmax(self.teacher(xr) / p.distance.temperature, dim=1)
+        for s in range(inits):
+            model = ctx.new_model(specs[(iteration * inits + s) % len(specs)])
+            names = [n for n, _ in model.named_parameters()]
+            if self.trajectory:
+                out.append((model, *self._expert_start()))
+            elif teacher_logp is not None:
+                out.append((model, predictions_loss(model, names, xr, teacher_logp, p.distance.temperature), None))
+            else:
+                out.append((model, test_error_loss(model, names, xr, yr), None))
+        return out
+
+    def _expert_start(self) -> tuple[Outer, Tensors]:
+        d, g = self.ctx.problem.distance, self.ctx.generator
+        e = int(torch.randint(len(self.experts), (), generator=g))
+        t = int(torch.randint(min(d.max_start_epoch, d.expert_epochs - d.expert_span) + 1, (), generator=g))
+        start, target = self.experts[e][t], self.experts[e][t + d.expert_span]
+        return trajectory_loss(start, target), start
+
+
+def inner_batches(ctx: RunContext, n: int, steps: int) -> list[torch.Tensor | None]:
+    """Each inner step's mini-batch of ``train.batch_size`` synthetic rows (None: the whole set)."""
+    size = ctx.problem.train.batch_size
+    if size >= n:
+        return [None] * steps
+    return [torch.randperm(n, generator=ctx.generator)[:size].to(ctx.device) for _ in range(steps)]
+
+
+def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: Callable[..., Any],
+               risk: Callable[[torch.Tensor], torch.Tensor], iteration: int) -> float:
+    """One outer iteration: per scenario the loss and hypergradient; R_ω's weights w_s = ∂R/∂ℓ_s combine
+    them; the chain rule to the learned tensors runs once. Returns R_ω(ℓ)."""
+    p = ctx.problem
+    losses, grads = [], []
+    for model, outer, params0 in objective.scenarios(iteration):
+        data = learned.inner_data(p.train.lr, p.train.steps, inner_batches(ctx, len(learned.z), p.train.steps))
+        loss, g = hyper(model, data, outer, params0)
+        losses.append(loss)
+        grads.append((data, g))
+    values = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
+    total = risk(values)
+    (weights,) = torch.autograd.grad(total, values)
+    for (data, g), w in zip(grads, weights.tolist()):
+        if w != 0.0:
+            torch.autograd.backward(data.leaves(), [w * gi for gi in g])
+    return float(total.detach())
+
+
+def distill(ctx: RunContext) -> Distilled:
+    """Run ``optimize.iterations`` outer steps from the initial synthetic set."""
+    p = ctx.problem
+    learned = create(ctx)
+    t = p.train
+    recipe = InnerRecipe(t.optimizer, t.momentum if t.optimizer == "sgd" else 0.0, t.weight_decay, t.steps)
+    hyper = hypergradient_fn(p, recipe)
+    objective = Objective(ctx)
+    risk = RISKS.build(p.risk)
+    opt = p.optimize
+    outer_opt = make_optimizer(opt.optimizer, learned.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
+    fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"
+    loop = ctx.loop(opt.iterations, {**learned.tensors, "opt": outer_opt}, desc=f"bilevel ({p.optimize.hypergradient.kind})",
+                    fix=fix)
+    for it in loop:
+        outer_opt.zero_grad()
+        loss = outer_step(ctx, learned, objective, hyper, risk, it)
+        outer_opt.step()
+        loop.record(it, loss=loss)
+        loop.check_finite(it, **learned.tensors)
+    return learned.result()

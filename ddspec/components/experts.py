@@ -1,0 +1,101 @@
+"""Models trained on the real data once per run and cached in the run directory: the teacher of the
+``predictions`` task and the expert trajectories of ``trajectory`` matching.
+
+Each is trained from its own seed inside ``torch.random.fork_rng``, so the run's global RNG is left
+as it was; the cache (safetensors, written atomically) records the seconds its training took, so a
+resumed run reports the same preparation time without retraining.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddspec.components.fit import fit
+from ddspec.runtime.artifacts import atomic_write_bytes
+
+TEACHER = "teacher.safetensors"
+EXPERTS = "experts.safetensors"
+#: Offset between the run seed and the seeds of teachers / experts (expert e uses seed + OFFSET + e).
+SEED_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A plain training recipe for :func:`~ddspec.components.fit.fit`."""
+
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    optimizer: str = "sgd"
+    lr_drop_at_half: bool = False
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor], seconds: float) -> None:
+    from safetensors.torch import save
+
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(data, metadata={"seconds": repr(seconds)}))
+
+
+def _load(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], float]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        tensors = {k: f.get_tensor(k).to(device) for k in f.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+        seconds = float((f.metadata() or {}).get("seconds", "0"))
+    return tensors, seconds
+
+
+def teacher(ctx: Any) -> tuple[nn.Module, float]:
+    """(the teacher of ``task: predictions``, seconds its training took): the problem's model trained on the
+    real training data with the task's recipe (lr × 0.1 at half), cached as :data:`TEACHER`."""
+    task = ctx.problem.task
+    path = ctx.out / TEACHER
+    model = ctx.new_model_seeded(ctx.problem.runtime.seed + SEED_OFFSET)
+    if path.exists():
+        state, seconds = _load(path, ctx.device)
+        model.load_state_dict(state)
+    else:
+        recipe = Recipe(task.teacher_epochs, task.teacher_lr, task.teacher_momentum, task.teacher_weight_decay,
+                        task.teacher_batch_size, lr_drop_at_half=True)
+        start = time.perf_counter()
+        order = torch.Generator().manual_seed(ctx.problem.runtime.seed + SEED_OFFSET)
+        fit(model, ctx.data.x_train, ctx.data.y_train, recipe, order)
+        seconds = time.perf_counter() - start
+        _save(path, model.state_dict(), seconds)
+    return model.eval().requires_grad_(False), seconds
+
+
+def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float]:
+    """(θ*[e][t] — parameter lists of expert e after t = 0..E epochs —, seconds of training): experts of the
+    problem's model trained on the real data with the ``trajectory`` distance's recipe, cached as :data:`EXPERTS`."""
+    d = ctx.problem.distance
+    path = ctx.out / EXPERTS
+    names = [n for n, _ in ctx.new_model_seeded(0).named_parameters()]
+    if path.exists():
+        flat, seconds = _load(path, ctx.device)
+        return [[[flat[f"{e}.{t}.{n}"] for n in names] for t in range(d.expert_epochs + 1)]
+                for e in range(d.experts)], seconds
+    recipe = Recipe(d.expert_epochs, d.expert_lr, d.expert_momentum, 0.0, d.expert_batch_size)
+    start = time.perf_counter()
+    trajectories = []
+    for e in range(d.experts):
+        seed = ctx.problem.runtime.seed + SEED_OFFSET + e
+        model = ctx.new_model_seeded(seed)
+        snapshots = [[p.detach().clone() for p in model.parameters()]]
+        fit(model, ctx.data.x_train, ctx.data.y_train, recipe, torch.Generator().manual_seed(seed),
+            on_epoch=lambda _, m, out=snapshots: out.append([p.detach().clone() for p in m.parameters()]))
+        trajectories.append(snapshots)
+    seconds = time.perf_counter() - start
+    flat = {f"{e}.{t}.{n}": p for e, traj in enumerate(trajectories) for t, ps in enumerate(traj)
+            for n, p in zip(names, ps)}
+    _save(path, flat, seconds)
+    return trajectories, seconds

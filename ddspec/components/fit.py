@@ -1,0 +1,43 @@
+"""Plain (non-differentiable) training of a model on a dataset: the loop shared by the evaluation
+protocol and by the teachers and experts some objectives train on the real data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddspec.components.parameterization import make_optimizer
+
+Augmenter = Callable[[torch.Tensor, int], torch.Tensor]
+EpochHook = Callable[[int, nn.Module], None]
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Any, order: torch.Generator,
+        augment: Augmenter | None = None, on_epoch: EpochHook | None = None) -> nn.Module:
+    """Minimize (1/|B|) Σ_{i∈B} CE(model(aug(x_i)), y_i) over batches shuffled by ``order`` for
+    ``recipe.epochs`` epochs (lr × 0.1 from epoch ⌊epochs/2⌋ if ``recipe.lr_drop_at_half``); one
+    augmentation draw per batch, its seed drawn from ``order``. ``on_epoch(e, model)`` runs after
+    each epoch e = 1..epochs. Returns the final model in eval mode."""
+    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
+    drop_at = recipe.epochs // 2 if recipe.lr_drop_at_half else 0
+    model.train()
+    for epoch in range(recipe.epochs):
+        if epoch == drop_at and drop_at > 0:
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * 0.1
+        for batch in torch.randperm(len(x), generator=order).split(recipe.batch_size):
+            batch = batch.to(x.device)
+            inputs = x[batch]
+            if augment is not None:
+                inputs = augment(inputs, int(torch.randint(2**31, (), generator=order)))
+            loss = F.cross_entropy(model(inputs), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+    return model.eval()

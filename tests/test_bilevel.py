@@ -1,0 +1,155 @@
+"""The bilevel backend: compiler choice and explain, spec rules, and small runs of each objective."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ddspec
+from ddspec.components.experts import EXPERTS, TEACHER
+from ddspec.components.risks import mean, worst
+from ddspec.errors import WellPosednessError
+from ddspec.spec.risk import MaxRisk, MeanRisk
+
+
+@pytest.fixture
+def bilevel_spec(tiny_spec) -> dict:
+    """tiny_spec with the test-error objective: 2 per class on digits, K = 3 inner steps."""
+    spec = dict(tiny_spec)
+    spec.pop("distance")
+    spec.update({
+        "task": {"kind": "test_error"},
+        "train": {"steps": 3, "lr": 0.05},
+        "optimize": {"kind": "gradient", "iterations": 3, "real_batch_per_class": 8},
+    })
+    return spec
+
+
+def compiled(spec: dict, *overrides: str):
+    return ddspec.compile(ddspec.load(spec, list(overrides)))
+
+
+def test_compiler_picks_bilevel_for_an_exact_task_and_explains_it(bilevel_spec) -> None:
+    plan = compiled(bilevel_spec)
+    assert plan.backend == "bilevel"
+    assert "no distance is declared" in plan.rejected["matching"]
+    text = plan.explain()
+    assert "K = 3 inner steps" in text and "unrolled (torch_func)" in text and "peak memory" in text
+    assert plan.problem.optimize.optimizer == "adam" and plan.problem.optimize.hypergradient.engine == "torch_func"
+
+
+def test_matching_surrogates_stay_on_matching(tiny_spec) -> None:
+    plan = compiled(tiny_spec)
+    assert plan.backend == "matching" and "surrogate" in plan.rejected["bilevel"]
+    assert plan.problem.optimize.optimizer == "sgd"
+
+
+def test_explain_shows_truncation_checkpointing_and_implicit(bilevel_spec) -> None:
+    text = compiled(bilevel_spec, "optimize.hypergradient={kind: unrolled, truncate: 2, checkpoint_every: 1}").explain()
+    assert "last 2 steps tracked" in text and "checkpoint every 1 steps" in text
+    text = compiled(bilevel_spec, "optimize.hypergradient={kind: implicit, solver: neumann}").explain()
+    assert "implicit (neumann" in text
+
+
+def test_memory_estimate_scales_with_the_unroll_and_warns_when_too_large(bilevel_spec) -> None:
+    small = compiled(bilevel_spec, "train.steps=10").estimate.memory_bytes
+    large = compiled(bilevel_spec, "train.steps=100").estimate.memory_bytes
+    ckpt = compiled(bilevel_spec, "train.steps=100", "optimize.hypergradient={kind: unrolled, checkpoint_every: 10}")
+    implicit = compiled(bilevel_spec, "train.steps=100", "optimize.hypergradient={kind: implicit}")
+    assert large > 5 * small > 0
+    assert implicit.estimate.memory_bytes < ckpt.estimate.memory_bytes < large
+    huge = compiled(bilevel_spec, "train.steps=1000000", "model.width=512", "synthetic.per_class=100")
+    warning = [n for n in huge.notes if n.code == "MEMORY_EXCEEDS_DEVICE"]
+    assert warning and "implicit" in warning[0].fix and "checkpoint_every" in warning[0].fix
+    assert "MEMORY_EXCEEDS_DEVICE" in huge.explain()
+    assert not [n for n in compiled(bilevel_spec).notes if n.code == "MEMORY_EXCEEDS_DEVICE"]
+
+
+@pytest.mark.parametrize(("overrides", "code"), [
+    (["optimize.hypergradient={kind: unrolled, engine: higher, checkpoint_every: 2}"], "CHECKPOINT_NEEDS_TORCH_FUNC"),
+    (["optimize.hypergradient={kind: unrolled, truncate: 3}"], "TRUNCATE_NOT_BELOW_STEPS"),
+    (["optimize.hypergradient={kind: implicit}", "train.learn_lr=true"], "LR_NOT_LEARNABLE"),
+    (["distance={kind: kl}"], "DISTANCE_NEEDS_TASK"),
+    (["task={kind: predictions}", "distance={kind: mmd}"], "TASK_DISTANCE_MISMATCH"),
+    (["task=null", "distance={kind: trajectory, expert_epochs: 3, max_start_epoch: 2}"], "TRAJECTORY_SPAN"),
+    (["task=null", "distance={kind: trajectory}", "optimize.hypergradient={kind: implicit}"],
+     "TRAJECTORY_NEEDS_UNROLL"),
+    (["task=null", "distance={kind: feature_mean}", "train.learn_lr=true"], "LR_NOT_LEARNABLE"),
+])
+def test_ill_posed_bilevel_specs_are_refused_with_a_fix(bilevel_spec, overrides, code) -> None:
+    with pytest.raises(WellPosednessError) as err:
+        compiled(bilevel_spec, *overrides)
+    finding = next(f for f in err.value.findings if f.code == code)
+    assert finding.fix and finding.path
+
+
+def test_risks_by_hand() -> None:
+    losses = torch.tensor([1.0, 4.0, 2.0], requires_grad=True)
+    assert float(mean(MeanRisk())(losses).detach()) == pytest.approx(7 / 3)
+    top = worst(MaxRisk())(losses)
+    assert float(top.detach()) == 4.0
+    assert torch.autograd.grad(top, losses)[0].tolist() == [0.0, 1.0, 0.0]
+
+
+def run(spec: dict, out, *overrides: str):
+    return ddspec.compile(ddspec.load(spec, list(overrides))).run(out)
+
+
+def test_test_error_run_learns_labels_and_lrs_and_is_deterministic(bilevel_spec, tmp_path) -> None:
+    overrides = ("synthetic.learn_labels=true", "train.learn_lr=true")
+    a = run(bilevel_spec, tmp_path / "a", *overrides)
+    b = run(bilevel_spec, tmp_path / "b", *overrides)
+    tensors = load_file(str(tmp_path / "a" / "distilled.safetensors"))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert tensors["y"].shape == (20, 10) and torch.allclose(tensors["y"].sum(1), torch.ones(20))
+    assert tensors["lr"].shape == (3,) and not torch.allclose(tensors["lr"], torch.full((3,), 0.05))
+    init = run(bilevel_spec, tmp_path / "init", "optimize.iterations=1", *overrides)
+    assert not torch.equal(init.x, a.x)  # the inputs moved
+    assert 0.0 <= a.metrics["accuracy"]["mean"] <= 1.0
+
+
+def test_engines_and_checkpointing_give_the_same_run(bilevel_spec, tmp_path) -> None:
+    runs = {
+        name: run(bilevel_spec, tmp_path / name, f"optimize.hypergradient={hyper}", "runtime.seed=3").x
+        for name, hyper in [("func", "{kind: unrolled}"), ("higher", "{kind: unrolled, engine: higher}"),
+                            ("ckpt", "{kind: unrolled, checkpoint_every: 2}")]
+    }
+    assert torch.allclose(runs["func"], runs["higher"], atol=1e-5)
+    assert torch.allclose(runs["func"], runs["ckpt"], atol=1e-5)
+
+
+def test_implicit_and_max_risk_over_architectures(bilevel_spec, tmp_path) -> None:
+    result = run(bilevel_spec, tmp_path / "i", "optimize.hypergradient={kind: implicit, iterations: 5, damping: 0.1}",
+                 "risk={kind: max}", "scenarios.inits=2",
+                 "scenarios.models=[{kind: convnet, width: 8, depth: 2}, {kind: mlp, hidden: [16]}]")
+    assert torch.isfinite(result.x).all()
+    rows = json.loads((tmp_path / "i" / "history.json").read_text())["rows"]
+    assert len(rows) == 3 and all(r["loss"] > 0 for r in rows)
+
+
+def test_predictions_task_trains_and_caches_a_teacher(bilevel_spec, tmp_path) -> None:
+    spec = dict(bilevel_spec, task={"kind": "predictions", "teacher_epochs": 2})
+    plan = ddspec.compile(ddspec.load(spec))
+    assert plan.problem.distance.kind == "kl" and "distance" in plan.defaults
+    plan.run(tmp_path / "p")
+    assert (tmp_path / "p" / TEACHER).exists()
+    history = json.loads((tmp_path / "p" / "history.json").read_text())
+    assert history["prepare_seconds"] > 0 and history["distill_seconds"] >= history["prepare_seconds"]
+
+
+def test_trajectory_matching_trains_and_caches_experts(bilevel_spec, tmp_path) -> None:
+    spec = dict(bilevel_spec, task=None, distance={
+        "kind": "trajectory", "experts": 2, "expert_epochs": 3, "max_start_epoch": 1, "expert_span": 2,
+    })
+    plan = ddspec.compile(ddspec.load(spec, ["synthetic.learn_labels=false", "train.learn_lr=true",
+                                             "train.momentum=0"]))
+    assert plan.backend == "bilevel" and "trajectory matching" in plan.reason
+    result = plan.run(tmp_path / "t")
+    experts = load_file(str(tmp_path / "t" / EXPERTS))
+    assert len({k.split(".")[0] for k in experts}) == 2 and len({k.split(".")[1] for k in experts}) == 4
+    rows = json.loads((tmp_path / "t" / "history.json").read_text())["rows"]
+    assert all(0 < r["loss"] < 10 for r in rows)  # normalized distance: ~1 at the start
+    assert result.x.shape == (20, 1, 8, 8)
