@@ -8,12 +8,18 @@ trajectory matching at 10 per class.
 
 Engines: one outer step of the MNIST-1D 10-per-class problem (ConvNet1d, 100 synthetic samples, outer
 loss on 2560 real samples) unrolled through K = 10 and 50 inner steps by `torch_func` and `higher`:
-median seconds per outer step (after a warm-up step) and peak memory of the step. Each measurement runs
-in a fresh process; on CPU the memory is the growth of the process's peak RSS during the steps, on CUDA
-torch.cuda.max_memory_allocated.
+median seconds per outer step (after a warm-up step) and memory. Each measurement runs in a fresh
+process. Memory: the bytes the unroll's graph holds for the backward pass (distinct tensor storages
+seen by torch.autograd.graph.saved_tensors_hooks: deterministic, the dominant term), and the peak of
+the step — torch.cuda.max_memory_allocated on CUDA, the growth of the process's peak RSS on CPU
+(noisy: it includes the allocator's caching).
 
     .venv/bin/python benchmarks/bilevel.py                       # both tables
     .venv/bin/python benchmarks/bilevel.py --skip-accuracy       # engines only (minutes)
+    # or the accuracy rows in two processes, then the engines and one table:
+    .venv/bin/python benchmarks/bilevel.py --ipc 1 --skip-engines --name bilevel_1 &
+    .venv/bin/python benchmarks/bilevel.py --ipc 10 --skip-engines --name bilevel_10; wait
+    .venv/bin/python benchmarks/bilevel.py --collect bilevel_1 bilevel_10
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, markdown_table, pm, run_spec, save
+from _common import ROOT, load_rows, markdown_table, pm, run_spec, save
 
 EXAMPLES = ROOT / "examples"
 ROWS = [  # (per class, method, spec, overrides)
@@ -39,14 +45,15 @@ ROWS = [  # (per class, method, spec, overrides)
     (10, "random real", "mnist1d_dm.yaml", ["optimize={kind: select, method: random}", "distance=null"]),
     (10, "DM (matching)", "mnist1d_dm.yaml", []),
     (10, "bilevel, test error", "mnist1d_bilevel.yaml", []),
+    (10, "bilevel, teacher predictions", "mnist1d_bilevel_predictions.yaml", []),
     (10, "bilevel, trajectory", "mnist1d_trajectory.yaml", []),
 ]
 
 
-def accuracy_rows() -> list[dict]:
+def accuracy_rows(ipcs: list[int]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for ipc, method, spec, overrides in ROWS:
+        for ipc, method, spec, overrides in [r for r in ROWS if r[0] in ipcs]:
             metrics, _ = run_spec(EXAMPLES / spec, overrides, Path(tmp))
             rows.append({"ipc": ipc, "method": method, "spec": spec, "overrides": overrides, **metrics})
             print(f"ipc={ipc} {method}: {pm(metrics['accuracy'])}, {metrics['distill_seconds']:.1f} s", flush=True)
@@ -60,7 +67,7 @@ def probe(engine: str, steps: int, repeats: int, device: str) -> dict:
     from torch.func import functional_call
 
     import ddspec
-    from ddspec.components.unroll import InnerData, InnerRecipe, unrolled_hypergradient
+    from ddspec.components.unroll import InnerData, InnerRecipe, unroll, unroll_higher, unrolled_hypergradient
     from ddspec.registry import DATA, MODELS
     from ddspec.runtime.device import seed_everything
 
@@ -88,6 +95,15 @@ def probe(engine: str, steps: int, repeats: int, device: str) -> dict:
         return time.perf_counter() - start
 
     step()  # warm-up
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        inner = InnerData(x, y, torch.full((steps,), 0.01, device=device), [None] * steps)
+        (unroll_higher if engine == "higher" else unroll)(model, inner, recipe)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -97,7 +113,7 @@ def probe(engine: str, steps: int, repeats: int, device: str) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     return {"engine": engine, "K": steps, "seconds_per_step": statistics.median(times), "peak_bytes": peak,
-            "device": device}
+            "graph_bytes": sum(storages.values()), "device": device}
 
 
 def engine_rows(repeats: int, device: str) -> list[dict]:
@@ -109,14 +125,17 @@ def engine_rows(repeats: int, device: str) -> list[dict]:
                 check=True, capture_output=True, text=True, cwd=ROOT,
             ).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-            print(f"K={steps} {engine}: {rows[-1]['seconds_per_step']:.3f} s/step, "
-                  f"{rows[-1]['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+            print(f"K={steps} {engine}: {rows[-1]['seconds_per_step']:.3f} s/step, graph "
+                  f"{rows[-1]['graph_bytes'] / 2**20:.1f} MiB, peak {rows[-1]['peak_bytes'] / 2**20:.0f} MiB", flush=True)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-engines", action="store_true")
+    parser.add_argument("--ipc", nargs="+", type=int, default=[1, 10])
+    parser.add_argument("--collect", nargs="+", metavar="NAME", help="take the accuracy rows of earlier runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--probe", nargs=2, metavar=("ENGINE", "K"), help=argparse.SUPPRESS)
@@ -125,8 +144,11 @@ def main() -> None:
     if args.probe:
         print(json.dumps(probe(args.probe[0], int(args.probe[1]), args.repeats, args.device)))
         return
-    accuracy = [] if args.skip_accuracy else accuracy_rows()
-    engines = engine_rows(args.repeats, args.device)
+    if args.collect:
+        accuracy = [r for name in args.collect for r in load_rows(name) if r["table"] == "accuracy"]
+    else:
+        accuracy = [] if args.skip_accuracy else accuracy_rows(args.ipc)
+    engines = [] if args.skip_engines else engine_rows(args.repeats, args.device)
     tables = []
     if accuracy:
         tables.append("## MNIST-1D accuracy\n\n" + markdown_table(
@@ -136,13 +158,14 @@ def main() -> None:
               pm(r["accuracy"]), pm(r.get("cluster_min")), f"{r['distill_seconds']:.1f}"] for r in accuracy],
         ))
     by = {(r["engine"], r["K"]): r for r in engines}
-    tables.append(f"## Engines, one outer step ({args.device})\n\n" + markdown_table(
-        ["K", "torch_func s/step", "higher s/step", "speed-up", "torch_func peak MiB", "higher peak MiB"],
+    tables += [] if not engines else [f"## Engines, one outer step ({args.device})\n\n" + markdown_table(
+        ["K", "torch_func s/step", "higher s/step", "speed-up", "torch_func graph MiB", "higher graph MiB",
+         "torch_func peak MiB", "higher peak MiB"],
         [[str(k), f"{by['torch_func', k]['seconds_per_step']:.3f}", f"{by['higher', k]['seconds_per_step']:.3f}",
           f"{by['higher', k]['seconds_per_step'] / by['torch_func', k]['seconds_per_step']:.2f}x",
-          f"{by['torch_func', k]['peak_bytes'] / 2**20:.0f}", f"{by['higher', k]['peak_bytes'] / 2**20:.0f}"]
+          *(f"{by[e, k][m] / 2**20:.1f}" for m in ("graph_bytes", "peak_bytes") for e in ("torch_func", "higher"))]
          for k in (10, 50)],
-    ))
+    )]
     text = "\n\n".join(tables)
     print(text)
     notes = ("Accuracy: fraction in [0, 1], final-epoch test accuracy of models trained from scratch on the "

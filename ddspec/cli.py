@@ -99,6 +99,9 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             show(key, metrics[key])
     for name, m in metrics.get("corruptions", {}).items():
         show(f"corruptions.{name}", m)
+    for name, value in metrics.items():  # backend figures (e.g. w_rel_error, agreement)
+        if isinstance(value, float) and name != "distill_seconds":
+            print(f"{name:<22} {value:.4g}")
     if "distill_seconds" in metrics:
         print(f"{'distill_seconds':<22} {metrics['distill_seconds']:.1f}")
 

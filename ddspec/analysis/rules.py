@@ -4,6 +4,8 @@ problem at once. Register a new rule with :func:`rule`."""
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Iterable
 
 from ddspec.analysis.facts import Analysis
@@ -71,7 +73,7 @@ def models_accept_the_data(a: Analysis) -> Iterable[Finding]:
 @rule
 def objective_is_declared(a: Analysis) -> Iterable[Finding]:
     p = a.problem
-    if a.has("optimize:selection"):
+    if a.has("optimize:selection") or a.has("optimize:exact"):  # selection / W_S = W carry their objective
         return
     if p.distance is None and p.task is None:
         yield Finding(
@@ -150,3 +152,44 @@ def hypergradient_options_fit(a: Analysis) -> Iterable[Finding]:
     if learn_lr and a.has("distance:surrogate") and a.kind("distance") != "trajectory":
         yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", f"`{p.distance.kind}` does not differentiate through "
                       "the inner steps, so their lrs receive no gradient", "set train.learn_lr: false")
+
+
+@rule
+def kernel_ridge_is_distillable(a: Analysis) -> Iterable[Finding]:
+    """Where the closed-form theory (Chen, Huang & Weng 2024) says no exact synthetic set exists."""
+    p = a.problem
+    if a.kind("model") != "kernel_ridge":
+        return
+    d = math.prod(a.data.input_shape)
+    features = p.model.features
+    k = a.data.num_classes
+    if features.kind == "rff" and features.features > d:
+        yield Finding(
+            "KRR_NOT_SURJECTIVE", "model.features.features",
+            f"random Fourier features with p = {features.features} > d = {d}: x ↦ Ax + b spans only a "
+            f"{d}-dimensional subspace of R^p, so the features cannot reach the targets an exact set needs",
+            f"use features <= {d}, or the linear feature map",
+        )
+    widths = [d, *getattr(features, "widths", [])]
+    if features.kind == "leaky_relu_mlp" and any(b > a_ for a_, b in itertools.pairwise(widths)):
+        yield Finding(
+            "KRR_NOT_SURJECTIVE", "model.features.widths",
+            f"widths {widths[1:]} after d = {d} increase somewhere: a layer R^a → R^b with b > a is not onto, "
+            "so some feature vectors have no input (one point per class is then not enough in general)",
+            f"use non-increasing widths starting at most at {d}",
+        )
+    if not a.has("optimize:exact"):
+        return
+    if a.n_synthetic < k:
+        yield Finding(
+            "KRR_TOO_FEW_POINTS", "synthetic.total",
+            f"{a.n_synthetic} synthetic points for {k} classes: W_S = Y_S φ(X_S)⁺ has rank ≤ m < k, so it "
+            "cannot equal the full-data W in general", f"use at least {k} points (one per class)",
+        )
+    if p.optimize.label_only and a.n_synthetic < features.dim(d):
+        yield Finding(
+            "KRR_LABEL_ONLY_TOO_FEW", "optimize.label_only",
+            f"label-only distillation solves Y_S φ_λ(X_S)⁺ = W with X_S fixed, which needs m >= p features of "
+            f"rank p; m = {a.n_synthetic} < p = {features.dim(d)}",
+            f"use at least {features.dim(d)} synthetic points, or set optimize.label_only: false",
+        )

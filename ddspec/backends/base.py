@@ -60,3 +60,7 @@ class Backend:
     def run(self, ctx: RunContext) -> Distilled:
         """Distill; use ``ctx.loop`` for iterations (progress, checkpoints, resume, divergence)."""
         raise NotImplementedError
+
+    def extra_metrics(self, problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """Backend-specific figures added to ``metrics.json`` after the evaluation protocol (default: none)."""
+        return {}

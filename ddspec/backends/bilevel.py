@@ -92,7 +92,8 @@ class BilevelBackend(Backend):
         params, flops, acts = max(c[0] for c in costs), sum(c[1] for c in costs) / len(costs), max(c[2] for c in costs)
         k = p.train.steps or DEFAULT_STEPS
         batch = min(p.train.batch_size, analysis.n_synthetic)
-        real = sum(min(p.optimize.real_batch_per_class, n) for n in info.class_counts)
+        trajectory = p.distance is not None and p.distance.kind == "trajectory"
+        real = 0 if trajectory else sum(min(p.optimize.real_batch_per_class, n) for n in info.class_counts)
         hyper = p.optimize.hypergradient
         kind = hyper.kind if hyper is not None else "unrolled"
         tracked, how = self._tracked_steps(hyper, k)
@@ -107,10 +108,20 @@ class BilevelBackend(Backend):
         step_bytes = 4 * (3 * acts * batch + 4 * params)
         sample = math.prod(info.input_shape)
         memory = tracked * step_bytes + 4 * (acts * real + sample * (info.n_train + info.n_test + 4 * analysis.n_synthetic))
+        target = f"outer loss on {real} real samples"
+        prepare = ""
+        if trajectory:
+            d = p.distance
+            total += d.experts * d.expert_epochs * info.n_train * TRAIN_FACTOR * flops
+            memory += 4 * params * d.experts * (d.expert_epochs + 1)
+            target = "outer loss: distance to the expert's parameters"
+            prepare = f"; first {d.experts} experts x {d.expert_epochs} epochs on the real data"
+        elif p.task is not None and p.task.kind == "predictions":
+            total += p.task.teacher_epochs * info.n_train * TRAIN_FACTOR * flops
+            prepare = f"; first a teacher, {p.task.teacher_epochs} epochs on the real data"
         detail = (
             f"{p.optimize.iterations} iterations x {p.scenarios.inits} scenario(s), each K = {k} inner steps on "
-            f"{batch} synthetic samples, {how}, outer loss on {real} real samples; {total:.2g} FLOPs at the "
-            "nominal throughput"
+            f"{batch} synthetic samples, {how}, {target}{prepare}; {total:.2g} FLOPs at the nominal throughput"
         )
         advice = "lower train.steps, or set optimize.hypergradient to {kind: unrolled, checkpoint_every: S} " \
                  "(or truncate: T), or {kind: implicit} (memory independent of K)"

@@ -56,8 +56,11 @@ class Plan:
         lines.append(f"  estimate    ~{_mib(est.memory_bytes)} peak memory, ~{_duration(est.seconds)} ({est.detail})")
         ev = p.evaluate
         models = ", ".join(m.kind for m in ev.models) or p.model.kind
+        recipe = f"{ev.epochs} epochs, {ev.optimizer} lr {ev.lr}"
+        if self.analysis.has("model:closed_form") and not ev.models:
+            recipe = "fitted in closed form"
         lines.append(
-            f"  evaluate    {models} x seeds {ev.seeds}: {ev.epochs} epochs, {ev.optimizer} lr {ev.lr}, "
+            f"  evaluate    {models} x seeds {ev.seeds}: {recipe}, "
             f"metrics {', '.join(m.kind for m in ev.metrics)}"
             + (f", corruptions {', '.join(c.kind for c in ev.corruptions)}" if ev.corruptions else "")
         )
@@ -67,6 +70,8 @@ class Plan:
         p = self.problem
         if self.analysis.has("optimize:selection"):
             return f"select real samples ({p.optimize.method}, in {p.optimize.space} space)"
+        if self.analysis.has("optimize:exact"):
+            return "W_S = W: the model fitted to D̂ equals the model fitted to D (closed form)"
         parts = [f"distance {p.distance.kind}" if p.distance else None, f"task {p.task.kind}" if p.task else None]
         return ", ".join(x for x in parts if x) + f", risk {p.risk.kind} over {p.scenarios.inits} init(s)/iteration"
 

@@ -1,6 +1,7 @@
 """The evaluation protocol: train fresh models on D̂ from fixed seeds, measure the final-epoch model.
 
-For each model (``evaluate.models``, or the problem's model) and each seed: ``torch.manual_seed(seed)``,
+Closed-form models (``kernel_ridge``) are fitted exactly (float64, no seed involved). For every other
+model (``evaluate.models``, or the problem's model) and each seed: ``torch.manual_seed(seed)``,
 build the model, train ``epochs`` epochs on (x, y) with cross-entropy (class targets for int64 y,
 probability targets for float N x K y), SGD or Adam, mini-batches shuffled by a generator seeded with
 ``seed``, lr x 0.1 from epoch ⌊epochs/2⌋ on (``lr_drop_at_half``), optional augmentation. The model
@@ -53,12 +54,15 @@ def evaluate_distilled(
     ev = problem.evaluate
     models = resolved_models(problem)
     augment = _augmenter(problem, data) if ev.augment else None
-    x, y = x.detach().to(device, torch.float32), _targets(y, data.num_classes).to(device)
     test_sets = {c.kind: _corrupt(c, data) for c in ev.corruptions}
     runs: list[_Run] = []
     bar = tqdm(list(itertools.product(range(len(models)), ev.seeds)), desc="evaluate", disable=not progress)
     for index, seed in bar:
-        model = _train(models[index], seed, x, y, data, ev, augment, device)
+        if "closed_form" in MODELS[models[index].kind].capabilities:
+            model = _fit_closed_form(models[index], x, y, data, problem)
+        else:
+            inputs, labels = x.detach().to(device, torch.float32), _targets(y, data.num_classes).to(device)
+            model = _train(models[index], seed, inputs, labels, data, ev, augment, device)
         runs.append(_score(index, model, data, ev.metrics, test_sets, device))
         bar.set_postfix(accuracy=f"{runs[-1].metrics.get('accuracy', math.nan):.4f}", refresh=False)
     bar.close()
@@ -125,6 +129,14 @@ def _corrupt(spec: Any, data: Dataset) -> torch.Tensor:
     """The corrupted test inputs (CPU), from a fresh generator seeded with CORRUPTION_SEED."""
     generator = torch.Generator().manual_seed(CORRUPTION_SEED)
     return CORRUPTIONS.build(spec, data.x_test.detach().cpu(), data.value_range(), generator)
+
+
+def _fit_closed_form(spec: Any, x: torch.Tensor, y: torch.Tensor, data: Dataset, problem: Any) -> nn.Module:
+    """A closed-form model (kernel ridge) fitted exactly to (x, y) in float64, with the inner procedure's
+    ridge (``train.lam_synthetic``) when it declares one, else the model's own λ. Deterministic: every seed
+    gives the same model."""
+    lam = getattr(problem.train, "lam_synthetic", spec.lam)
+    return MODELS.build(spec, data.input_shape, data.num_classes).fit(x, y, lam)
 
 
 def _train(

@@ -21,9 +21,13 @@ def select_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int, threads: int | None) -> torch.Generator:
-    """Seed Python, NumPy and torch (global RNG); set intra-op threads; return a seeded CPU generator."""
+    """Seed Python, NumPy and torch (global RNG); set torch's intra-op threads and the BLAS / OpenMP pools
+    numpy and scipy use (threadpoolctl) for the rest of the process; return a seeded CPU generator."""
     if threads is not None:
         torch.set_num_threads(threads)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -77,16 +77,19 @@ def run_plan(plan: Plan, out: Path, resume: bool = False) -> Result:
                                                   "rows": history})
         art.save_distilled(out / art.DISTILLED, x, y, distilled.extras)
         (out / art.CHECKPOINT).unlink(missing_ok=True)
-    metrics = evaluate_into(out, problem, x, y, data, device, seconds)
+    metrics = evaluate_into(out, plan.backend, problem, x, y, data, device, seconds)
     return Result(out, x, y, metrics)
 
 
-def evaluate_into(out: Path, problem: Any, x: Any, y: Any, data: Any, device: Any, seconds: float) -> dict[str, Any]:
-    """Evaluate the distilled data, write ``metrics.json`` and the report; return the metrics."""
+def evaluate_into(out: Path, backend: str, problem: Any, x: Any, y: Any, data: Any, device: Any, seconds: float
+                  ) -> dict[str, Any]:
+    """Evaluate the distilled data (the protocol, then the backend's extra figures), write ``metrics.json``
+    and the report; return the metrics."""
     from ddspec.evaluate.protocol import evaluate_distilled
     from ddspec.runtime.report import write_report
 
     metrics = evaluate_distilled(x.to(device), y.to(device), data, problem, device, progress=problem.runtime.progress)
+    metrics.update(load_backends()[backend].extra_metrics(problem, data, x, y))
     metrics["distill_seconds"] = seconds
     art.atomic_write_json(out / art.METRICS, metrics)
     write_report(out)
@@ -117,4 +120,5 @@ def reevaluate(out: Path, overrides: list[str]) -> dict[str, Any]:
     tensors = art.load_distilled(out / art.DISTILLED)
     history = out / art.HISTORY
     seconds = art.read_json(history)["distill_seconds"] if history.exists() else 0.0
-    return evaluate_into(out, problem, tensors["x"], tensors["y"], _load_data(problem, device), device, seconds)
+    backend = art.read_json(out / art.PLAN)["backend"]
+    return evaluate_into(out, backend, problem, tensors["x"], tensors["y"], _load_data(problem, device), device, seconds)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
 from ddspec.registry import (
     BACKENDS, CORRUPTIONS, DATA, DISTANCES, METRICS, MODELS, OPTIMIZERS, RISKS, TASKS, TRAIN, Registry, load_backends,
 )
-from ddspec.spec import data, distance, model, optimize, risk, task, train  # noqa: F401  (register kinds)
+from ddspec.spec import data, distance, kernel, model, optimize, risk, task, train  # noqa: F401  (register kinds)
 from ddspec.spec.base import SpecModel
 from ddspec.spec.evaluate import EvaluateSpec
 from ddspec.spec.runtime import RuntimeSpec
@@ -30,8 +30,22 @@ def tagged_union(registry: Registry) -> Any:
     return Annotated[Union[tuple(specs)], Field(discriminator="kind")]  # noqa: UP007
 
 
+#: Sections whose ``kind`` may be left out: it then defaults to this kind (as before the section had several).
+DEFAULT_KINDS = {"train": "gradient", "risk": "mean"}
+
+
 class ProblemBase(SpecModel):
     """A dataset-distillation problem (see DESIGN §1 for the formulation each section declares)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        """``train: {steps: 5}`` means ``train: {kind: gradient, steps: 5}`` (see :data:`DEFAULT_KINDS`)."""
+        if isinstance(data, dict):
+            for section, kind in DEFAULT_KINDS.items():
+                if isinstance(data.get(section), dict) and "kind" not in data[section]:
+                    data = {**data, section: {"kind": kind, **data[section]}}
+        return data
 
     def to_yaml(self) -> str:
         """The spec as YAML (all defaults filled); ``ddspec.load`` of it gives an equal problem."""

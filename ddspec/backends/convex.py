@@ -1,0 +1,83 @@
+"""Convex backend: distill for convex inner problems solved exactly (cvxpy), with hypergradients from
+implicit differentiation of their KKT conditions.
+
+For ``model: linear`` with ``train: convex`` (L2/L1 logistic regression, linear SVM, ridge with optional
+constraints; :mod:`ddspec.components.convex` has the math) and ``task: test_error``, each outer iteration
+solves the inner problem on D̂ exactly, θ* = (W*, b*), measures the test error
+L(θ*) = CE(X_real W* + b*, y_real) on a real batch, and steps on D̂ along
+
+    dL/dD̂ = −∂/∂D̂ [vᵀ ∇θ ℒ(θ*, μ*; D̂)],   K v = ∂L/∂θ   (K: the KKT matrix at θ*)
+
+numpy / cvxpy / torch are imported by :mod:`._convex_run` in ``run``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.compiler.estimate import seconds
+from ddspec.registry import register_backend
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+    from ddspec.runtime.context import RunContext
+
+#: Outer optimizer defaults (Adam on standardized inputs).
+DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
+#: Interior-point iterations assumed by the time estimate.
+IPM_ITERATIONS = 30
+
+
+@register_backend
+class ConvexBackend(Backend):
+    name = "convex"
+    summary = "convex inner problems solved exactly (cvxpy); hypergradients by implicit differentiation of the KKT"
+    preference = 20
+
+    def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
+        problems = []
+        if analysis.kind("train") != "convex":
+            problems.append(f"the train `{analysis.kind('train')}` is not convex")
+        if analysis.kind("model") != "linear":
+            problems.append(f"the model `{analysis.kind('model')}` is not linear (convex inner problems fit W x + b)")
+        if not analysis.has("optimize:gradient"):
+            problems.append(f"the optimize `{analysis.kind('optimize')}` is not a gradient optimizer")
+        if analysis.kind("task") != "test_error" or analysis.kind("distance") is not None:
+            problems.append("the objective must be task test_error with no distance")
+        if analysis.kind("risk") != "mean":
+            problems.append("only risk mean is supported")
+        if analysis.has("optimize:gradient") and analysis.problem.optimize.augmentation.enabled:
+            problems.append("optimize.augmentation is not supported")
+        if problems:
+            return False, "; ".join(problems)
+        t = analysis.problem.train
+        return True, f"{t.loss} ({t.penalty}) is convex: solved exactly, hypergradient from its KKT conditions"
+
+    def resolve(self, analysis: Analysis) -> dict[str, Any]:
+        return {"optimize.optimizer": DEFAULT_OPTIMIZER, "optimize.lr": DEFAULT_LR,
+                "optimize.augmentation.enabled": False}
+
+    def estimate(self, analysis: Analysis) -> Estimate:
+        """Per iteration: an interior-point solve on the m synthetic samples (~30 Newton steps on q = (d+1)K
+        unknowns) and a dense KKT solve (q³)."""
+        p, info = analysis.problem, analysis.data
+        d, k, m = math.prod(info.input_shape), info.num_classes, analysis.n_synthetic
+        q = (d + 1) * (1 if k == 2 else k)
+        per = IPM_ITERATIONS * (m * q * q + q**3) + q**3
+        total = per * p.optimize.iterations
+        memory = 8 * (4 * q * q + (info.n_train + info.n_test) * d)
+        detail = (f"{p.optimize.iterations} iterations, each a conic solve with {q} unknowns on {m} samples "
+                  f"and a {q}x{q} KKT solve; float64")
+        return Estimate(int(memory), seconds(total, p.runtime.device), detail)
+
+    def run(self, ctx: RunContext) -> Distilled:
+        from ddspec.backends._convex_run import distill
+
+        return distill(ctx)
+
+    def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
+        from ddspec.backends._convex_run import weight_metrics
+
+        return weight_metrics(problem, data, x, y)

@@ -1,0 +1,90 @@
+"""KRR backend: closed-form distillation for kernel ridge regression, and KIP as its iterative baseline.
+
+For ``model: kernel_ridge`` (feature map φ, ridge λ) with ``train: closed_form`` (ridge λ_S on D̂):
+
+- ``optimize: exact`` constructs D̂ with W_S = Y_S φ_λS(X_S)⁺ equal to the full-data W = Y φ_λ(X)⁺
+  (Chen, Huang & Weng 2024): D = Y_S⁺W + (I − Y_S⁺Y_S)Z, features from the SVD of D, inputs by
+  inverting φ; no iterations (:mod:`ddspec.components.krr` has the math).
+- ``optimize: gradient`` runs KIP (kernel inducing points): Adam on X_S (and the labels) to minimize
+  ½‖Y_t − K_tS (K_SS + λ_S I)⁻¹ Y_S‖² on real batches, the gradient flowing through the kernel solve.
+
+numpy / torch are imported by :mod:`._krr_run` in ``run``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
+from ddspec.registry import register_backend
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+    from ddspec.runtime.context import RunContext
+
+#: KIP's outer optimizer defaults (Adam on standardized inputs).
+KIP_OPTIMIZER, KIP_LR = "adam", 0.01
+
+
+@register_backend
+class KRRBackend(Backend):
+    name = "krr"
+    summary = "closed-form KRR distillation (exact, no iterations) and KIP (gradient through the kernel solve)"
+    preference = 10
+
+    def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
+        problems = []
+        if analysis.kind("model") != "kernel_ridge":
+            problems.append(f"the model `{analysis.kind('model')}` is not kernel_ridge")
+        if analysis.kind("train") != "closed_form":
+            problems.append(f"the train `{analysis.kind('train')}` is not closed_form")
+        if not (analysis.has("optimize:exact") or analysis.has("optimize:gradient")):
+            problems.append(f"the optimize `{analysis.kind('optimize')}` is neither exact nor gradient (KIP)")
+        if analysis.kind("distance") is not None:
+            problems.append("a distance is declared (the objective is W_S = W, or KIP's test error)")
+        if analysis.kind("risk") != "mean":
+            problems.append("only risk mean is supported")
+        if problems:
+            return False, "; ".join(problems)
+        if analysis.has("optimize:exact"):
+            return True, "kernel ridge regression with a closed-form inner problem: W_S = W exactly, no iterations"
+        return True, "KIP: kernel ridge regression, gradient steps through the closed-form kernel solve"
+
+    def resolve(self, analysis: Analysis) -> dict[str, Any]:
+        """KIP: Adam, lr 0.01, no augmentation; the exact construction has nothing to resolve."""
+        if not analysis.has("optimize:gradient"):
+            return {}
+        return {"optimize.optimizer": KIP_OPTIMIZER, "optimize.lr": KIP_LR, "optimize.augmentation.enabled": False}
+
+    def estimate(self, analysis: Analysis) -> Estimate:
+        """Exact: one full-data ridge fit (n·p² + p³) plus SVDs of m×p matrices. KIP: per iteration the
+        features of the batch and of D̂ and an m×m solve, forward and backward."""
+        p, info = analysis.problem, analysis.data
+        d = math.prod(info.input_shape)
+        feats = p.model.features.dim(d)
+        _, flops, _ = p.model.cost(info.input_shape, info.num_classes)
+        n, m = info.n_train, analysis.n_synthetic
+        fit = 2 * n * feats * min(n, feats) + feats**3 + n * flops
+        memory = 8 * (n * (d + feats) + min(n, feats) ** 2 + 4 * m * (d + feats))
+        if analysis.has("optimize:exact"):
+            total = fit + 4 * m * feats * min(m, feats)
+            detail = f"one full-data ridge fit (n = {n}, p = {feats}) and an SVD of the {m}x{feats} dual matrix"
+        else:
+            batch = sum(min(p.optimize.real_batch_per_class, c) for c in info.class_counts)
+            per = TRAIN_FACTOR * ((batch + m) * flops + 2 * batch * m * feats + m**3)
+            total = fit + per * p.optimize.iterations
+            detail = f"KIP: {p.optimize.iterations} iterations, each features of {batch} real + {m} synthetic " \
+                     f"samples and a {m}x{m} kernel solve"
+        return Estimate(int(memory), seconds(total, p.runtime.device), detail + "; float64")
+
+    def run(self, ctx: RunContext) -> Distilled:
+        from ddspec.backends._krr_run import distill
+
+        return distill(ctx)
+
+    def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
+        from ddspec.backends._krr_run import weight_metrics
+
+        return weight_metrics(problem, data, x, y)
