@@ -153,3 +153,9 @@ def test_trajectory_matching_trains_and_caches_experts(bilevel_spec, tmp_path) -
     rows = json.loads((tmp_path / "t" / "history.json").read_text())["rows"]
     assert all(0 < r["loss"] < 10 for r in rows)  # normalized distance: ~1 at the start
     assert result.x.shape == (20, 1, 8, 8)
+
+
+def test_cvar_over_scenarios_runs(bilevel_spec, tmp_path) -> None:
+    result = run(bilevel_spec, tmp_path / "c", "risk={kind: cvar, alpha: 0.5}", "scenarios.inits=4")
+    assert torch.isfinite(result.x).all()
+    assert "risk cvar" in compiled(bilevel_spec, "risk={kind: cvar, alpha: 0.5}").explain()

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: Outer optimizer defaults: Adam on standardized inputs, label logits and log-lrs.
 DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
+#: Risks over the scenarios' loss vector that this backend aggregates.
+SCENARIO_RISKS = ("mean", "max", "cvar", "worst_case")
 #: Inner steps K when the spec leaves train.steps unset (test_error / predictions; trajectory: N).
 DEFAULT_STEPS = 20
 
@@ -52,8 +54,8 @@ class BilevelBackend(Backend):
             problems.append(f"`{p.distance.kind}` is a matching surrogate (the matching backend runs it)")
         if p.task is None and not trajectory:
             problems.append("no task is declared (declare task: test_error or predictions)")
-        if analysis.kind("risk") not in ("mean", "max"):
-            problems.append(f"the risk `{analysis.kind('risk')}` is not supported here (mean, max are)")
+        if analysis.kind("risk") not in SCENARIO_RISKS:
+            problems.append(f"the risk `{analysis.kind('risk')}` is not supported here ({', '.join(SCENARIO_RISKS)} are)")
         if analysis.has("optimize:gradient") and p.optimize.augmentation.enabled:
             problems.append("optimize.augmentation is not supported (set optimize.augmentation.enabled: false)")
         if trajectory and p.scenarios.models:
