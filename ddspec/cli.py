@@ -94,7 +94,7 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     def show(name: str, m: dict[str, Any]) -> None:
         print(f"{name:<22} {m['mean']:.4f} ± {m['std']:.4f}  (n={len(m['values'])})")
 
-    for key in ("accuracy", "cluster_min"):
+    for key in ("accuracy", "cluster_min", "worst_group"):
         if key in metrics:
             show(key, metrics[key])
     for name, m in metrics.get("corruptions", {}).items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ddspec.registry import DISTANCES, MODELS, OPTIMIZERS, RISKS, TASKS, TRAIN, Registry
+from ddspec.registry import DATA, DISTANCES, MODELS, OPTIMIZERS, RISKS, TASKS, TRAIN, Registry
 from ddspec.spec.data import DataInfo
 from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, MLPSpec
 
@@ -55,6 +55,7 @@ def analyse(problem: Any) -> Analysis:
     """Describe the data (cheaply, without loading tensors) and collect the facts of ``problem``."""
     info = problem.data.describe()
     facts = {f"data:{info.name}", f"inputs:{len(info.input_shape)}d"}
+    facts.update(f"data:{cap}" for cap in DATA[problem.data.kind].capabilities)
     for axis, registry in AXES.items():
         section = getattr(problem, axis)
         if section is not None:

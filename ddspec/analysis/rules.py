@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 from ddspec.analysis.facts import Analysis
 from ddspec.errors import Finding
-from ddspec.registry import DISTANCES
+from ddspec.registry import DATA, DISTANCES
 
 Rule = Callable[[Analysis], Iterable[Finding]]
 RULES: list[Rule] = []
@@ -192,4 +192,15 @@ def kernel_ridge_is_distillable(a: Analysis) -> Iterable[Finding]:
             f"label-only distillation solves Y_S φ_λ(X_S)⁺ = W with X_S fixed, which needs m >= p features of "
             f"rank p; m = {a.n_synthetic} < p = {features.dim(d)}",
             f"use at least {features.dim(d)} synthetic points, or set optimize.label_only: false",
+        )
+
+
+@rule
+def group_metrics_have_groups(a: Analysis) -> Iterable[Finding]:
+    if any(m.kind == "worst_group" for m in a.problem.evaluate.metrics) and not a.has("data:groups"):
+        kinds = [k for k in DATA.kinds() if "groups" in DATA[k].capabilities]
+        yield Finding(
+            "METRIC_NEEDS_GROUPS", "evaluate.metrics",
+            f"`worst_group` needs group labels, which data `{a.problem.data.kind}` does not provide",
+            f"use a data kind with groups ({', '.join(kinds)}), or drop worst_group from evaluate.metrics",
         )

@@ -14,10 +14,11 @@ import torch
 
 from ddspec.components.data.base import Dataset
 from ddspec.errors import SpecError
-from ddspec.spec.evaluate import AccuracyMetric, ClusterMinMetric
+from ddspec.registry import DATA
+from ddspec.spec.evaluate import AccuracyMetric, ClusterMinMetric, WorstGroupMetric
 
 #: Metric kinds whose values are fractions in [0, 1].
-FRACTIONS = frozenset({"accuracy", "cluster_min"})
+FRACTIONS = frozenset({"accuracy", "cluster_min", "worst_group"})
 
 _CACHE_SIZE = 8
 _ASSIGNMENTS: dict[tuple[int, int, int], tuple[weakref.ref, np.ndarray]] = {}
@@ -69,9 +70,43 @@ def cluster_min(spec: ClusterMinMetric, pred: torch.Tensor, data: Dataset) -> fl
     return min(cluster_accuracies(spec, pred, data)[1])
 
 
+def group_accuracies(
+    spec: WorstGroupMetric, pred: torch.Tensor, data: Dataset
+) -> tuple[list[int], list[int], list[float]]:
+    """(id, size, accuracy) of every test group g with at least one sample, in id order:
+    acc_g = mean of 1[pred_i = y_i] over the test samples i with ``data.groups_test[i] = g``.
+    SpecError ``METRIC_NEEDS_GROUPS`` when the data has no groups, ``METRIC_EMPTY_TEST`` when it has no
+    test samples."""
+    if data.groups_test is None:
+        kinds = [kind for kind in DATA.kinds() if "groups" in DATA[kind].capabilities]
+        raise SpecError.one(
+            "METRIC_NEEDS_GROUPS", "evaluate.metrics",
+            f"worst_group needs subgroup labels, but data {data.name!r} has none "
+            f"(data kinds with groups: {', '.join(kinds)})",
+            f"use a data kind with groups ({', '.join(kinds)}), or remove worst_group from evaluate.metrics",
+        )
+    groups = data.groups_test.cpu().numpy()
+    if not groups.size:
+        raise SpecError.one("METRIC_EMPTY_TEST", "evaluate.metrics", "worst_group: the test set has no samples",
+                            "use data with a non-empty test split")
+    hits = correct(pred, data.y_test)
+    ids = np.unique(groups)
+    masks = [groups == g for g in ids]
+    return [int(g) for g in ids], [int(m.sum()) for m in masks], [float(hits[m].mean()) for m in masks]
+
+
+def worst_group(spec: WorstGroupMetric, pred: torch.Tensor, data: Dataset) -> float:
+    """min over the non-empty test groups g of acc_g (worst-group accuracy)."""
+    return min(group_accuracies(spec, pred, data)[2])
+
+
 def metric_details(spec: Any, pred: torch.Tensor, data: Dataset) -> dict[str, list]:
-    """Per-run extras recorded next to a metric's values (per-cluster sizes/accuracies for cluster_min)."""
+    """Per-run extras recorded next to a metric's values (per-cluster sizes/accuracies for cluster_min,
+    per-group ids/sizes/accuracies for worst_group)."""
     if isinstance(spec, ClusterMinMetric):
         sizes, accs = cluster_accuracies(spec, pred, data)
         return {"cluster_sizes": sizes, "cluster_accuracies": accs}
+    if isinstance(spec, WorstGroupMetric):
+        ids, sizes, accs = group_accuracies(spec, pred, data)
+        return {"group_ids": ids, "group_sizes": sizes, "group_accuracies": accs}
     return {}

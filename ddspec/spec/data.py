@@ -35,6 +35,10 @@ def _split_counts(counts: tuple[int, ...], test_fraction: float) -> tuple[tuple[
     return tuple(c - t for c, t in zip(counts, test)), sum(test)
 
 
+#: Per-class train counts of scikit-learn digits' first 1347 samples (kinds ``digits`` and ``digits_shift``).
+DIGITS_COUNTS = (135, 136, 134, 136, 133, 137, 134, 134, 133, 135)
+
+
 @DATA.register(builder="ddspec.components.data.builtin:build_digits")
 class DigitsData(SpecModel):
     """scikit-learn digits: 8x8 images, x = pixels/16 in [0,1]; train = first 1347, test = last 450."""
@@ -42,7 +46,31 @@ class DigitsData(SpecModel):
     kind: Literal["digits"] = "digits"
 
     def describe(self) -> DataInfo:
-        return DataInfo("digits", (1, 8, 8), 10, (135, 136, 134, 136, 133, 137, 134, 134, 133, 135), 450)
+        return DataInfo("digits", (1, 8, 8), 10, DIGITS_COUNTS, 450)
+
+
+@DATA.register(builder="ddspec.components.data.subgroup:build_digits_shift", capabilities=("groups",))
+class DigitsShiftData(SpecModel):
+    """scikit-learn digits (split and scaling of ``digits``) with a spurious corner patch; 20 label x cue groups.
+
+    Every image gets a bright 2x2 patch (value 1.0): in the top-left corner (cue = 1) or the bottom-right
+    corner (cue = 0); the rest of the image is the digits image. In the training split the cue agrees
+    with the label's half (cue = 1 for labels 0-4, 0 for labels 5-9) with probability ``correlation``,
+    independently per image, and is the opposite otherwise; in the test split the cue is 0 or 1 with
+    probability 0.5, independently of the label. The patch is easier to detect than a digit's shape, so a
+    model trained on this data can lean on it: a shortcut that fails on the test groups whose cue
+    disagrees with the label's half. Group of a sample:
+    2 * label + cue (the Dataset's ``groups_train`` / ``groups_test``), measured by metric
+    ``worst_group``. Draws: ``numpy.random.default_rng(seed)``, train cues then test cues."""
+
+    kind: Literal["digits_shift"] = "digits_shift"
+    correlation: float = Field(
+        0.9, ge=0.5, le=1, description="Probability that a training image's cue agrees with its label's half."
+    )
+    seed: NonNegativeInt = Field(0, description="Seed of the cue draws (numpy default_rng).")
+
+    def describe(self) -> DataInfo:
+        return DataInfo("digits_shift", (1, 8, 8), 10, DIGITS_COUNTS, 450)
 
 
 @DATA.register(builder="ddspec.components.data.builtin:build_mnist1d")

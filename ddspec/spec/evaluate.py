@@ -26,6 +26,16 @@ class ClusterMinMetric(SpecModel):
     seed: int = Field(0, ge=0)
 
 
+@METRICS.register(builder="ddspec.evaluate.metrics:worst_group")
+class WorstGroupMetric(SpecModel):
+    """The lowest accuracy over the data's test subgroups that have samples (data kinds with groups only).
+
+    Groups come from the data (``digits_shift``: 2 * label + spurious cue); empty groups are skipped.
+    The per-run details list every non-empty group's id, size and accuracy."""
+
+    kind: Literal["worst_group"] = "worst_group"
+
+
 @CORRUPTIONS.register(builder="ddspec.evaluate.corruptions:gaussian_noise")
 class NoiseCorruption(SpecModel):
     """Additive Gaussian noise of the given variance (in data units), fixed seed."""

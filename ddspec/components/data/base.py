@@ -9,7 +9,10 @@ import torch
 
 @dataclass(frozen=True)
 class Dataset:
-    """Real data in its own units: ``x_*`` float32 N x (per-sample shape), ``y_*`` int64 class indices."""
+    """Real data in its own units: ``x_*`` float32 N x (per-sample shape), ``y_*`` int64 class indices.
+
+    ``groups_*``: int64 subgroup ids of the samples (e.g. label x spurious cue, for the ``worst_group``
+    metric), or None for data without groups."""
 
     name: str
     x_train: torch.Tensor
@@ -17,6 +20,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    groups_train: torch.Tensor | None = None
+    groups_test: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -35,4 +40,6 @@ class Dataset:
             self,
             x_train=self.x_train.to(device), y_train=self.y_train.to(device),
             x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+            groups_train=None if self.groups_train is None else self.groups_train.to(device),
+            groups_test=None if self.groups_test is None else self.groups_test.to(device),
         )
