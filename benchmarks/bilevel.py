@@ -19,7 +19,8 @@ the step — torch.cuda.max_memory_allocated on CUDA, the growth of the process'
     # or the accuracy rows in two processes, then the engines and one table:
     .venv/bin/python benchmarks/bilevel.py --ipc 1 --skip-engines --name bilevel_1 &
     .venv/bin/python benchmarks/bilevel.py --ipc 10 --skip-engines --name bilevel_10; wait
-    .venv/bin/python benchmarks/bilevel.py --collect bilevel_1 bilevel_10
+    .venv/bin/python benchmarks/bilevel.py --skip-accuracy --name bilevel_engines   # on an idle machine
+    .venv/bin/python benchmarks/bilevel.py --collect bilevel_1 bilevel_10 bilevel_engines
 """
 
 from __future__ import annotations
@@ -144,11 +145,13 @@ def main() -> None:
     if args.probe:
         print(json.dumps(probe(args.probe[0], int(args.probe[1]), args.repeats, args.device)))
         return
-    if args.collect:
-        accuracy = [r for name in args.collect for r in load_rows(name) if r["table"] == "accuracy"]
-    else:
-        accuracy = [] if args.skip_accuracy else accuracy_rows(args.ipc)
-    engines = [] if args.skip_engines else engine_rows(args.repeats, args.device)
+    collected = [r for name in args.collect or [] for r in load_rows(name)]
+    accuracy = [r for r in collected if r["table"] == "accuracy"]
+    engines = [r for r in collected if r["table"] == "engines"]
+    if not args.collect and not args.skip_accuracy:
+        accuracy = accuracy_rows(args.ipc)
+    if not engines and not args.skip_engines:
+        engines = engine_rows(args.repeats, args.device)
     tables = []
     if accuracy:
         tables.append("## MNIST-1D accuracy\n\n" + markdown_table(
@@ -173,8 +176,8 @@ def main() -> None:
              "mean ± sample std over 3 seeds. Distill seconds include training experts / teachers. One thread. "
              "Targets: 10 per class >= 0.70, 1 per class >= 0.40; torch_func >= 1.5x faster than higher with no "
              "more peak memory.")
-    save(args.name, "Bilevel backend", text, [{"table": "accuracy", **r} for r in accuracy]
-         + [{"table": "engines", **r} for r in engines], notes)
+    save(args.name, "Bilevel backend", text, [{**r, "table": "accuracy"} for r in accuracy]
+         + [{**r, "table": "engines"} for r in engines], notes)
 
 
 if __name__ == "__main__":

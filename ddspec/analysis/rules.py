@@ -204,3 +204,34 @@ def group_metrics_have_groups(a: Analysis) -> Iterable[Finding]:
             f"`worst_group` needs group labels, which data `{a.problem.data.kind}` does not provide",
             f"use a data kind with groups ({', '.join(kinds)}), or drop worst_group from evaluate.metrics",
         )
+
+
+@rule
+def risk_groups_are_available(a: Analysis) -> Iterable[Finding]:
+    """Risk ``group_cvar``: attribute groups need data with group labels; k-means needs k ≤ every class's size."""
+    risk = a.problem.risk
+    if risk is None or risk.kind != "group_cvar":
+        return
+    groups = risk.groups
+    if groups.kind == "attribute" and not a.has("data:groups"):
+        kinds = [k for k in DATA.kinds() if "groups" in DATA[k].capabilities]
+        yield Finding(
+            "RISK_NEEDS_GROUPS", "risk.groups",
+            f"risk.groups `attribute` needs group labels, which data `{a.problem.data.kind}` does not provide",
+            f"use a data kind with groups ({', '.join(kinds)}), or risk.groups: {{kind: nearest_synthetic}} "
+            "or {kind: kmeans}",
+        )
+    smallest = min((n for n in a.data.class_counts if n > 0), default=0)
+    if groups.kind == "kmeans" and groups.k > smallest:
+        yield Finding(
+            "KMEANS_TOO_MANY_CLUSTERS", "risk.groups.k",
+            f"{groups.k} k-means clusters per class, but the smallest class has {smallest} training samples",
+            f"use risk.groups.k <= {smallest}",
+        )
+    if a.kind("distance") in ("feature_mean", "mmd") and risk.ce_weight > 0:
+        yield Finding(
+            "GROUP_CVAR_CE_UNUSED", "risk.ce_weight",
+            f"`{a.kind('distance')}` trains no network, so risk.ce_weight ({risk.ce_weight:g}) is not used",
+            "nothing to fix; set risk.ce_weight: 0 to say so",
+            severity="note",
+        )

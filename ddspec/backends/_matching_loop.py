@@ -3,6 +3,10 @@
 Randomness: real batches, augmentation seeds and network mini-batches come from ``ctx.generator``,
 network initialisations from the global torch RNG; the loop checkpoints both, with the synthetic
 tensors and their optimizer, so a resumed run continues bit-for-bit.
+
+Risk ``group_cvar`` (:func:`train_network_robust`, :func:`grouped_class_distance`) takes separate code
+paths; risk ``mean`` runs exactly the code (and the random draws) it ran before group_cvar existed. The
+groups themselves draw no randomness (:mod:`ddspec.components.groups`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from torch import nn
 from ddspec.backends.base import Distilled
 from ddspec.components.augment import Augment
 from ddspec.components.distances import feature_mean, gradient_match, mmd2
+from ddspec.components.groups import attribute_groups, kmeans_groups, nearest_synthetic_groups
 from ddspec.components.init import init_synthetic
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.risks import group_distance, group_objective
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
@@ -49,7 +55,9 @@ class Matcher:
     the per-channel mean and std of the real training inputs. The reference learning rates were set
     on standardized data, so they carry over to data in any units (an SGD step of lr on z is a step
     of lr·σ² on x). Class c occupies rows ``slices[c]``; ``logits`` (N x K) are the learned label
-    logits, or None for fixed labels ``y``.
+    logits, or None for fixed labels ``y``. ``sample_groups`` (with ``num_groups``) holds the group id
+    of every real training sample for risk ``group_cvar`` with fixed groups (``kmeans``, ``attribute``);
+    None otherwise (risk ``mean``, or groups by nearest synthetic point, assigned on the fly).
     """
 
     ctx: RunContext
@@ -61,6 +69,8 @@ class Matcher:
     augment: Augment | None
     real_indices: list[torch.Tensor]
     slices: list[slice]
+    sample_groups: torch.Tensor | None = None
+    num_groups: int = 0
 
     @classmethod
     def create(cls, ctx: RunContext) -> Matcher:
@@ -80,7 +90,7 @@ class Matcher:
         return cls(
             ctx, ((x - mean) / std).detach().requires_grad_(True), mean, std, y, logits,
             make_augment(ctx.problem, ctx.data.input_shape), ctx.data.class_indices(),
-            [slice(e - n, e) for e, n in zip(ends, counts)],
+            [slice(e - n, e) for e, n in zip(ends, counts)], *fixed_groups(ctx),
         )
 
     @property
@@ -108,10 +118,28 @@ class Matcher:
     def aug(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         return x if self.augment is None else self.augment(x, seed)
 
+    def real_rows(self, c: int) -> torch.Tensor:
+        """Training-set indices of a random real batch of class c (``optimize.real_batch_per_class``, without
+        replacement)."""
+        return self.ctx.sample_real(self.real_indices[c], self.ctx.problem.optimize.real_batch_per_class)
+
     def real(self, c: int) -> torch.Tensor:
-        """A random real batch of class c (``optimize.real_batch_per_class``, without replacement)."""
-        pick = self.ctx.sample_real(self.real_indices[c], self.ctx.problem.optimize.real_batch_per_class)
-        return self.ctx.data.x_train[pick]
+        """A random real batch of class c (the inputs of :meth:`real_rows`)."""
+        return self.ctx.data.x_train[self.real_rows(c)]
+
+    def real_groups(self, net: nn.Module, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(group ids, num_groups) of the real training samples ``rows`` for risk ``group_cvar``: the fixed
+        groups, or each sample's nearest synthetic point (or k-means centre) of its class, measured on the
+        un-augmented inputs or on their embeddings by ``net`` (no gradient)."""
+        if self.sample_groups is not None:
+            return self.sample_groups[rows], self.num_groups
+        spec = self.ctx.problem.risk.groups
+        real, syn = self.ctx.data.x_train[rows], self.x.detach()
+        if spec.space == "embedding":
+            with torch.no_grad():
+                real, syn = net.embed(real), net.embed(syn)
+        per_class = [syn[s] for s in self.slices]
+        return nearest_synthetic_groups(real, self.ctx.data.y_train[rows], per_class, spec.max_per_class)
 
     def targets(self, rows: slice | torch.Tensor) -> torch.Tensor:
         """Class indices, or softmax(label logits) rows for learned labels."""
@@ -125,6 +153,23 @@ class Matcher:
     def result(self) -> Distilled:
         y = self.y if self.logits is None else torch.softmax(self.logits, dim=1)
         return Distilled(self.x.detach().clone(), y.detach().clone())
+
+
+def fixed_groups(ctx: RunContext) -> tuple[torch.Tensor | None, int]:
+    """(group id of every real training sample, num_groups) for risk ``group_cvar`` with ``kmeans`` (fitted here,
+    once) or ``attribute`` groups; (None, 0) otherwise."""
+    risk, data = ctx.problem.risk, ctx.data
+    if risk.kind != "group_cvar" or risk.groups.kind == "nearest_synthetic":
+        return None, 0
+    if risk.groups.kind == "kmeans":
+        return kmeans_groups(data.x_train, data.y_train, data.num_classes, risk.groups.k, risk.groups.seed)
+    if data.groups_train is None:
+        raise SpecError.one(
+            "GROUPS_MISSING", "risk.groups",
+            f"risk.groups `attribute` needs the data's group labels, which data `{ctx.problem.data.kind}` does not provide",
+            "use a data kind with groups (e.g. digits_shift), or risk.groups: {kind: nearest_synthetic} or {kind: kmeans}",
+        )
+    return attribute_groups(data.y_train, data.groups_train, data.num_classes)
 
 
 def class_gradient_distance(m: Matcher, net: nn.Module, c: int, skip_bias_and_norm: bool) -> torch.Tensor:
@@ -152,6 +197,23 @@ def train_network(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, 
         optimizer.step()
 
 
+def train_network_robust(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:
+    """``steps`` steps of risk ``group_cvar`` on real data: each draws a real batch B (``optimize.real_batch_per_class``
+    of every class with synthetic samples), groups it (:meth:`Matcher.real_groups`, on the current network) and
+    minimizes :func:`~ddspec.components.risks.group_objective` of ℓ_i = CE(net(aug(x_i)), y_i), i ∈ B:
+    mean_weight·mean_g CVaR_α(ℓ_g) + max_weight·max_g CVaR_α(ℓ_g) + ce_weight·mean_i ℓ_i, gradients through
+    every term. The synthetic set is not trained on here (the paper's network update uses the real data only)."""
+    risk, data = m.ctx.problem.risk, m.ctx.data
+    for _ in range(steps):
+        rows = torch.cat([m.real_rows(c) for c in m.classes])
+        groups, num_groups = m.real_groups(net, rows)
+        losses = F.cross_entropy(net(m.aug(data.x_train[rows], m.seed())), data.y_train[rows], reduction="none")
+        loss = group_objective(losses, groups, num_groups, risk)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
     """One DC/DSA outer iteration; returns the matching loss averaged over its ``outer_loop`` steps."""
     p = m.ctx.problem
@@ -171,7 +233,10 @@ def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iterati
         synthetic_opt.step()
         if ol < p.optimize.outer_loop - 1:
             for net, opt in zip(nets, net_opts):
-                train_network(m, net, opt, p.train.steps, p.train.batch_size)
+                if p.risk.kind == "group_cvar":
+                    train_network_robust(m, net, opt, p.train.steps)
+                else:
+                    train_network(m, net, opt, p.train.steps, p.train.batch_size)
     return total / p.optimize.outer_loop
 
 
@@ -183,15 +248,36 @@ def embedding_distance(problem: Any) -> Callable[[torch.Tensor, torch.Tensor], t
     return feature_mean
 
 
+def grouped_class_distance(
+    m: Matcher, net: nn.Module, c: int, seed: int, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Risk ``group_cvar`` on class c: the real batch R_c is split into its non-empty groups R_c,g
+    (:meth:`Matcher.real_groups`), d_g = distance(φ(aug(R_c,g)), φ(aug(S_c))) (one augmentation draw for all),
+    and D_c = mean_weight·CVaR_α(d) + max_weight·max_g d_g (:func:`~ddspec.components.risks.group_distance`)."""
+    rows = m.real_rows(c)
+    groups, _ = m.real_groups(net, rows)
+    with torch.no_grad():
+        real = net.embed(m.aug(m.ctx.data.x_train[rows], seed))
+    syn = net.embed(m.aug(m.synthetic(c), seed))
+    per_group = [distance(real[groups == g], syn) for g in torch.unique(groups).tolist()]
+    return group_distance(torch.stack(per_group), m.ctx.problem.risk)
+
+
 def distribution_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
     """One DM / MMD iteration on fresh random networks (not trained); returns the loss."""
     distance = embedding_distance(m.ctx.problem)
+    grouped = m.ctx.problem.risk.kind == "group_cvar"
     nets = [net.requires_grad_(False) for net in m.networks(iteration)]
     synthetic_opt.zero_grad()
     total = 0.0
     for net in nets:
         for c in m.classes:
             seed = m.seed()
+            if grouped:
+                d = grouped_class_distance(m, net, c, seed, distance) / len(nets)
+                d.backward()
+                total += float(d.detach())
+                continue
             with torch.no_grad():
                 real = net.embed(m.aug(m.real(c), seed))
             d = distance(real, net.embed(m.aug(m.synthetic(c), seed))) / len(nets)

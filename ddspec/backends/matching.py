@@ -2,7 +2,7 @@
 and class-wise RBF MMD, optimized by first-order steps on the synthetic data.
 
 Each outer iteration draws ``scenarios.inits`` fresh networks θ_s (cycling through
-``scenarios.models``) and minimizes the mean over them (risk ``mean``) of Σ_c d_c(θ_s):
+``scenarios.models``) and minimizes the mean over them of Σ_c d_c(θ_s):
 
 - ``gradient_match``: d_c = Σ_layers Σ_rows (1 − cos(∇θ CE(θ; aug(R_c)), ∇θ CE(θ; aug(S_c)))), with
   ``optimize.outer_loop`` synthetic steps per network, the network trained ``train.steps`` steps on
@@ -15,6 +15,27 @@ DSA draw for both. The synthetic optimizer (``optimize.optimizer``, ``optimize.l
 standardized units z = (S − μ)/σ (μ, σ: per-channel mean and std of the real training inputs), as
 the reference implementations do on normalized data; so their learning rates apply to data in any
 units (on digits, x ∈ [0, 1] with σ ≈ 0.38, an SGD step of 0.1 on x diverged where 0.1 on z works).
+
+Risk ``group_cvar`` (Group-CVaR DRO; ``risk.alpha`` = α, weights λ_mean, λ_max, λ_CE) over groups of real
+data (``risk.groups``: each real sample's nearest synthetic point of its class, in input space or in the
+current network's embedding; k-means clusters of each class, fitted once; or the data's group labels), with
+CVaR_α(v) the mean of the worst α-fraction of v (:func:`ddspec.components.risks.cvar`, differentiable) and
+G⁺ the non-empty groups (empty groups skipped, one-sample groups counted):
+
+- ``gradient_match``: the network steps between synthetic steps train on REAL data instead of S (as the
+  paper's network update does): each of the ``train.steps`` steps draws ``optimize.real_batch_per_class``
+  real samples of every class (``train.batch_size`` is not used), groups them on the current network, and
+  minimizes, with ℓ_i = CE(θ; aug(x_i), y_i),
+
+      λ_mean · mean_{g∈G⁺} CVaR_α(ℓ_g) + λ_max · max_{g∈G⁺} CVaR_α(ℓ_g) + λ_CE · mean_i ℓ_i,
+
+  gradients flowing through the CVaRs. The synthetic steps use the usual d_c on that network.
+- ``feature_mean`` / ``mmd``: the real batch R_c of class c is split into its groups R_c,g; with
+  d_g = d(φ_θ(aug(R_c,g)), φ_θ(aug(S_c))) (the class's whole synthetic set, one augmentation draw), d_c is
+  replaced by  λ_mean · CVaR_α(d_g : g ∈ G⁺) + λ_max · max_{g∈G⁺} d_g  (α = 1: mean + max over groups; each
+  group's loss is one distance, so CVaR_α acts across groups). No network is trained, so λ_CE is unused.
+
+Risk ``mean`` runs the code and the random draws it ran before ``group_cvar`` existed (bit-identical).
 This module stays light: torch is imported by :mod:`._matching_loop` in ``run``.
 """
 
@@ -58,6 +79,26 @@ def dc_schedule(images_per_class: float) -> tuple[int, int]:
     return round(o0 + t * (o1 - o0)), round(s0 + t * (s1 - s0))
 
 
+def risk_placement(analysis: Analysis) -> str:
+    """Where risk ``group_cvar`` applies, for the reason string ``explain`` shows ('' for risk mean)."""
+    risk = analysis.problem.risk
+    if risk.kind != "group_cvar":
+        return ""
+    g = risk.groups
+    if g.kind == "nearest_synthetic":
+        groups = f"nearest synthetic point of the class ({g.space} space, at most {g.max_per_class} per class)"
+    elif g.kind == "kmeans":
+        groups = f"{g.k} k-means clusters per class"
+    else:
+        groups = "the data's group labels within each class"
+    weights = f"{risk.mean_weight:g}·mean + {risk.max_weight:g}·max"
+    if analysis.problem.distance.kind == "gradient_match":
+        return (f"; group-CVaR on the network updates (α={risk.alpha:g}, {weights} over groups + "
+                f"{risk.ce_weight:g}·CE, real batches grouped by {groups})")
+    return (f"; group-CVaR over groups of real data in the distance (α={risk.alpha:g}, {weights} of the group "
+            f"distances, groups by {groups}; ce_weight unused)")
+
+
 def has_spatial_dims(analysis: Analysis) -> bool:
     """Whether DSA applies: inputs are C x L or C x H x W."""
     return len(analysis.data.input_shape) in (2, 3)
@@ -79,11 +120,13 @@ class MatchingBackend(Backend):
             problems.append(f"the surrogate `{distance}` is not implemented here ({', '.join(REFERENCE_LR)} are)")
         if analysis.has("optimize:gradient") and analysis.problem.optimize.hypergradient is not None:
             problems.append("optimize.hypergradient is set (it configures the bilevel backend)")
-        if analysis.kind("risk") != "mean":
-            problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages: risk mean)")
+        if analysis.kind("risk") not in ("mean", "group_cvar"):
+            problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages over scenarios: "
+                            "risk mean, or group_cvar over groups of real data)")
         if problems:
             return False, "; ".join(problems)
-        return True, f"`{distance}` is a matching surrogate and the model is differentiable"
+        why = f"`{distance}` is a matching surrogate and the model is differentiable"
+        return True, why + risk_placement(analysis)
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
         """SGD with the lr of :data:`REFERENCE_LR`; DC's schedule for gradient matching, a single untrained step
@@ -119,6 +162,8 @@ class MatchingBackend(Backend):
         if p.distance.kind == "gradient_match":
             match = TRAIN_FACTOR * flops * real + 2 * TRAIN_FACTOR * flops * n
             inner = TRAIN_FACTOR * flops * min(p.train.batch_size, n)
+            if p.risk.kind == "group_cvar":  # network steps on a real batch (and an embedding pass to group it)
+                inner = (TRAIN_FACTOR + 1) * flops * real
             per_init = outer * match + (outer - 1) * steps * inner
             live = acts * (max(batches) + 2 * max(analysis.synthetic_counts)) + 4 * params
             how = f"{outer} synthetic steps x {real} real + {n} synthetic samples, {steps} network steps between"

@@ -173,3 +173,43 @@ def _segment_cvars(
     # Only positive weights contribute (0 · (−inf) would be nan); the gradient w.r.t. the losses is w.
     terms = torch.where(w > 0, w * picked, torch.zeros_like(picked))
     return values.index_add(0, seg, terms), counts
+
+
+# -- group_cvar (Group-CVaR DRO over groups of real data; applied by the matching backend) ------------------
+def group_cvar_risk(spec: Any) -> Risk:
+    """Risk ``group_cvar`` over a plain vector of scenario losses: all scenarios form one group, so
+    R(ℓ) = mean_weight · CVaR_α(ℓ) + max_weight · CVaR_α(ℓ) = (mean_weight + max_weight) · CVaR_α(ℓ).
+    The group-level objectives are :func:`group_objective` and :func:`group_distance`."""
+    alpha, mean_weight, max_weight = float(spec.alpha), float(spec.mean_weight), float(spec.max_weight)
+    _check_alpha(alpha)
+
+    def risk(losses: torch.Tensor) -> torch.Tensor:
+        one_group = torch.zeros(losses.numel(), dtype=torch.long, device=losses.device)
+        return group_cvar(losses.reshape(-1), one_group, 1, alpha, mean_weight, max_weight)
+
+    return risk
+
+
+def group_objective(losses: torch.Tensor, groups: torch.Tensor, num_groups: int, spec: Any) -> torch.Tensor:
+    """The network-update loss of ``group_cvar`` over per-sample losses ℓ (1-D) with group ids ``groups``::
+
+        mean_weight · mean_{g∈G⁺} CVaR_α(ℓ_g) + max_weight · max_{g∈G⁺} CVaR_α(ℓ_g) + ce_weight · mean_i ℓ_i
+
+    G⁺: the non-empty groups (empty ones skipped, one-sample groups count with CVaR = their loss).
+    Differentiable in ``losses`` through every term.
+    """
+    robust = group_cvar(losses, groups, num_groups, float(spec.alpha), float(spec.mean_weight), float(spec.max_weight))
+    return robust + float(spec.ce_weight) * losses.mean()
+
+
+def group_distance(distances: torch.Tensor, spec: Any) -> torch.Tensor:
+    """The class distance of ``group_cvar`` in distribution matching, from one distance d_g per non-empty group::
+
+        D = mean_weight · CVaR_α(d) + max_weight · max_g d_g
+
+    (α = 1: the paper's mean + max over groups, each group's "CVaR" being its single distance; α < 1 keeps the
+    mean term on the worst α-fraction of the groups). Differentiable in ``distances`` (1-D, non-empty).
+    """
+    if distances.dim() != 1 or distances.numel() == 0:
+        raise ValueError(f"group_distance needs a non-empty 1-D tensor, got shape {tuple(distances.shape)}")
+    return float(spec.mean_weight) * cvar(distances, float(spec.alpha)) + float(spec.max_weight) * distances.max()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
 from ddspec.registry import RISKS
-from ddspec.spec.base import SpecModel
+from ddspec.spec.base import NonNegativeFloat, NonNegativeInt, PositiveInt, SpecModel
 
 
 @RISKS.register(builder="ddspec.components.risks:mean")
@@ -45,3 +45,64 @@ class CVaRRisk(SpecModel):
             "a fractional weight on the boundary loss when αn is not an integer."
         ),
     )
+
+
+class NearestSyntheticGroups(SpecModel):
+    """Each real sample joins the group of its nearest synthetic point of its own class (Euclidean), in input
+    space or in the current network's embedding. With more than ``max_per_class`` synthetic points in a class,
+    the groups are instead the ``max_per_class`` k-means centres of that class's synthetic points (scikit-learn
+    KMeans, ``random_state`` 0, refit whenever the groups are assigned), each real sample joining its nearest
+    centre; so a class has min(images per class, ``max_per_class``) groups."""
+
+    kind: Literal["nearest_synthetic"] = "nearest_synthetic"
+    space: Literal["input", "embedding"] = Field(
+        "embedding",
+        description="Where distances are measured: the raw inputs, or the embedding φ_θ of the current network "
+        "(as the paper's reference code does).",
+    )
+    max_per_class: PositiveInt = Field(
+        10, description="At most this many groups per class (the paper: images per class, capped at 10)."
+    )
+
+
+class KMeansGroups(SpecModel):
+    """k-means clusters of the real training inputs of each class (scikit-learn KMeans on the flattened inputs,
+    ``random_state`` = ``seed``), fitted once before distilling; k groups per class."""
+
+    kind: Literal["kmeans"] = "kmeans"
+    k: PositiveInt = Field(10, description="Clusters per class (at most the smallest class's size).")
+    seed: NonNegativeInt = Field(0, description="random_state of the k-means fit.")
+
+
+class AttributeGroups(SpecModel):
+    """The data's own group labels (``groups_train``, e.g. label x spurious cue of ``digits_shift``): a group is
+    the samples of one class with one group label. Needs data that provides groups."""
+
+    kind: Literal["attribute"] = "attribute"
+
+
+GroupsUnion = Annotated[Union[NearestSyntheticGroups, KMeansGroups, AttributeGroups],  # noqa: UP007
+                        Field(discriminator="kind")]
+
+
+@RISKS.register(builder="ddspec.components.risks:group_cvar_risk", capabilities=("groups",))
+class GroupCVaRRisk(SpecModel):
+    """Group-CVaR DRO over groups of the real data: mean_weight · mean_g CVaR_α(ℓ_g) + max_weight · max_g CVaR_α(ℓ_g).
+
+    Applied by the matching backend: on the network updates of gradient matching (with ce_weight · CE), and on
+    the per-class distance of distribution matching / MMD (see :mod:`ddspec.backends.matching`). Over a plain
+    vector of scenario losses (one group) it is (mean_weight + max_weight) · CVaR_α."""
+
+    kind: Literal["group_cvar"] = "group_cvar"
+    alpha: float = Field(
+        0.8, gt=0, le=1,
+        description="CVaR level within a group: the mean of the worst α-fraction of its losses (α = 1: the mean).",
+    )
+    mean_weight: NonNegativeFloat = Field(1.0, description="Weight of the mean over groups of the group CVaRs.")
+    max_weight: NonNegativeFloat = Field(1.0, description="Weight of the max over groups of the group CVaRs.")
+    ce_weight: NonNegativeFloat = Field(
+        1.0,
+        description="Weight of the plain cross-entropy of the real batch, added for stability where networks are "
+        "trained (gradient matching); unused by distribution matching / MMD.",
+    )
+    groups: GroupsUnion = Field(default_factory=NearestSyntheticGroups, description="How real samples are grouped.")
