@@ -22,3 +22,14 @@ def tiny_spec() -> dict:
         "evaluate": {"seeds": [0], "epochs": 5, "metrics": ["accuracy"]},
         "runtime": {"device": "cpu", "progress": False, "checkpoint_every": 2, "threads": 1},
     }
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -33,12 +33,7 @@ BACKEND = MatchingBackend()
 NEAREST = {"kind": "group_cvar", "groups": {"kind": "nearest_synthetic"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def with_(raw: dict[str, Any], **sections: Any) -> dict[str, Any]:

@@ -25,13 +25,7 @@ from ddspec.runtime.loop import Loop
 BACKEND = MatchingBackend()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
