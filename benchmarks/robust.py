@@ -25,7 +25,7 @@ CORRUPTIONS = "evaluate.corruptions=[{kind: noise, variance: 0.005}, {kind: blur
 #: dataset → (data override, extra metrics, {method: (example, iterations)})
 CASES = {
     "mnist1d": ([], "evaluate.metrics=[accuracy, cluster_min]",
-                {"DM": ("mnist1d_dm.yaml", 1000), "DC": ("mnist1d_dc.yaml", 200)}),
+                {"DM": ("mnist1d_dm.yaml", 1000), "DC": ("mnist1d_dc_group_cvar.yaml", 200)}),
     "digits_shift": (["data={kind: digits_shift}"], "evaluate.metrics=[accuracy, cluster_min, worst_group]",
                      {"DM": ("digits_dm.yaml", 500), "DC": ("digits_dc.yaml", 5)}),
 }
