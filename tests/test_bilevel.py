@@ -159,3 +159,25 @@ def test_cvar_over_scenarios_runs(bilevel_spec, tmp_path) -> None:
     result = run(bilevel_spec, tmp_path / "c", "risk={kind: cvar, alpha: 0.5}", "scenarios.inits=4")
     assert torch.isfinite(result.x).all()
     assert "risk cvar" in compiled(bilevel_spec, "risk={kind: cvar, alpha: 0.5}").explain()
+
+
+@pytest.mark.parametrize("groups", [
+    "{kind: nearest_synthetic, space: input}", "{kind: nearest_synthetic, space: embedding}", "{kind: kmeans, k: 2}",
+])
+def test_group_cvar_in_the_outer_loss(bilevel_spec, tmp_path, groups) -> None:
+    """Level 2 of the robust formulation: the real batch's losses are aggregated by group-CVaR."""
+    risk = f"risk={{kind: group_cvar, alpha: 0.5, groups: {groups}}}"
+    plan = compiled(bilevel_spec, risk)
+    assert plan.backend == "bilevel" and "group-CVaR over groups of the real batch" in plan.reason
+    mean_run = run(bilevel_spec, tmp_path / "m")
+    robust = plan.run(tmp_path / "g")
+    assert torch.isfinite(robust.x).all() and not torch.equal(robust.x, mean_run.x)
+    rows = json.loads((tmp_path / "g" / "history.json").read_text())["rows"]
+    mean_rows = json.loads((tmp_path / "m" / "history.json").read_text())["rows"]
+    assert rows[0]["loss"] > mean_rows[0]["loss"]  # mean + max over groups + CE exceeds the plain mean
+
+
+def test_group_cvar_with_attribute_groups_on_digits_shift(bilevel_spec, tmp_path) -> None:
+    result = run(bilevel_spec, tmp_path / "a", "data={kind: digits_shift}",
+                 "risk={kind: group_cvar, groups: {kind: attribute}}")
+    assert torch.isfinite(result.x).all()

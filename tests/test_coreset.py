@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_matching import analyse_spec, context, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from test_matching import analyse_spec, context
 
 from ddspec.backends.coreset import CoresetBackend, herding, kcenter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BACKEND = CoresetBackend()
 #: 1-D features 0, 1, 2, 3, 10 (mean 3.2).

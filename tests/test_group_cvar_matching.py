@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import ddspec
+import ddspec.components.groups as groups_module
 from ddspec.backends import _matching_loop as loop
 from ddspec.backends.base import Distilled
 from ddspec.backends.matching import MatchingBackend
@@ -242,8 +243,10 @@ def test_mean_risk_never_groups(tmp_path: Path, tiny_spec: dict[str, Any], monke
 
     for name in ("real_groups",):
         monkeypatch.setattr(loop.Matcher, name, boom)
-    for name in ("train_network_robust", "grouped_class_distance", "kmeans_groups", "attribute_groups"):
+    for name in ("train_network_robust", "grouped_class_distance"):
         monkeypatch.setattr(loop, name, boom)
+    for name in ("kmeans_groups", "attribute_groups"):
+        monkeypatch.setattr(groups_module, name, boom)
     for distance in ("feature_mean", "gradient_match"):
         raw = with_(tiny_spec, distance={"kind": distance}, optimize={"iterations": 2})
         a, b = distill(raw, tmp_path / f"{distance}a"), distill(raw, tmp_path / f"{distance}b")
@@ -290,9 +293,9 @@ def test_compiler_refuses_other_combinations(tiny_spec: dict[str, Any]) -> None:
         ddspec.compile(ddspec.load(with_(tiny_spec, risk={"kind": "cvar"})))
     with pytest.raises(WellPosednessError, match="KMEANS_TOO_MANY_CLUSTERS"):
         ddspec.compile(ddspec.load(with_(tiny_spec, risk={"kind": "group_cvar", "groups": {"kind": "kmeans", "k": 500}})))
-    bilevel = {k: v for k, v in tiny_spec.items() if k != "distance"}
-    with pytest.raises(BackendUnavailableError, match="the risk `group_cvar` is not supported here"):
-        ddspec.compile(ddspec.load(with_(bilevel, task={"kind": "test_error"}, risk=NEAREST)))
+    trajectory = {"kind": "trajectory", "experts": 1, "expert_epochs": 3, "max_start_epoch": 1}
+    with pytest.raises(BackendUnavailableError, match="group_cvar needs per-sample real losses"):
+        ddspec.compile(ddspec.load(with_(tiny_spec, distance=trajectory, risk=NEAREST)))
     analysis = ddspec.compile(ddspec.load(with_(tiny_spec, risk=NEAREST))).analysis
     ok, why = BACKEND.can_lower(dataclasses.replace(analysis, facts=analysis.facts - {"model:differentiable"}))
     assert not ok and why.startswith("the model `convnet` is not a differentiable model")

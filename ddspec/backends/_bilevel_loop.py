@@ -20,9 +20,11 @@ from torch.func import functional_call
 
 from ddspec.backends.base import Distilled
 from ddspec.components.experts import expert_trajectories, teacher
+from ddspec.components.groups import fixed_groups, nearest_synthetic_groups
 from ddspec.components.implicit import implicit_hypergradient
 from ddspec.components.init import init_synthetic
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.risks import group_objective
 from ddspec.components.unroll import (
     InnerData,
     InnerRecipe,
@@ -33,6 +35,7 @@ from ddspec.components.unroll import (
 )
 from ddspec.registry import RISKS
 from ddspec.runtime.context import RunContext
+from ddspec.spec.risk import MeanRisk
 
 
 @dataclass
@@ -91,25 +94,28 @@ def hypergradient_fn(problem: Any, recipe: InnerRecipe) -> Callable[..., tuple[f
         model, data, recipe, outer, h.engine, track_from, params0)
 
 
-def real_batch(ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """``optimize.real_batch_per_class`` random real samples of every class."""
-    picks = [ctx.sample_real(idx, ctx.problem.optimize.real_batch_per_class) for idx in ctx.data.class_indices()]
-    rows = torch.cat(picks)
-    return ctx.data.x_train[rows], ctx.data.y_train[rows]
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def real_rows(ctx: RunContext) -> torch.Tensor:
+    """Indices of ``optimize.real_batch_per_class`` random real samples of every class."""
+    return torch.cat([ctx.sample_real(idx, ctx.problem.optimize.real_batch_per_class)
+                      for idx in ctx.data.class_indices()])
 
 
 def predictions_loss(model: nn.Module, names: list[str], xr: torch.Tensor, teacher_logp: torch.Tensor,
-                     temperature: float) -> Outer:
-    """ℓ(θ) = KL(p_teacher ‖ p_θ) on the real batch, both softmaxes at ``temperature``."""
+                     temperature: float, reduce: Reduce) -> Outer:
+    """ℓ(θ) = reduce_i KL(p_teacher(x_i) ‖ p_θ(x_i)) on the real batch, both softmaxes at ``temperature``."""
     def outer(params: Tensors) -> torch.Tensor:
         logp = F.log_softmax(functional_call(model, dict(zip(names, params)), (xr,)) / temperature, dim=1)
-        return F.kl_div(logp, teacher_logp, log_target=True, reduction="batchmean")
+        return reduce(F.kl_div(logp, teacher_logp, log_target=True, reduction="none").sum(1))
     return outer
 
 
-def test_error_loss(model: nn.Module, names: list[str], xr: torch.Tensor, yr: torch.Tensor) -> Outer:
-    """ℓ(θ) = CE(f_θ(x_real), y_real)."""
-    return lambda params: F.cross_entropy(functional_call(model, dict(zip(names, params)), (xr,)), yr)
+def test_error_loss(model: nn.Module, names: list[str], xr: torch.Tensor, yr: torch.Tensor, reduce: Reduce) -> Outer:
+    """ℓ(θ) = reduce_i CE(f_θ(x_i), y_i) on the real batch."""
+    return lambda params: reduce(F.cross_entropy(functional_call(model, dict(zip(names, params)), (xr,)), yr,
+                                                 reduction="none"))
 
 
 def trajectory_loss(start: Tensors, target: Tensors) -> Outer:
@@ -125,18 +131,42 @@ class Objective:
         self.ctx = ctx
         p = ctx.problem
         self.trajectory = p.distance is not None and p.distance.kind == "trajectory"
+        self.sample_groups, self.num_groups = fixed_groups(p, ctx.data)
         self.teacher = None
         if self.trajectory:
             self.experts, ctx.prepare_seconds = expert_trajectories(ctx)
         elif p.task.kind == "predictions":
             self.teacher, ctx.prepare_seconds = teacher(ctx)
 
-    def scenarios(self, iteration: int) -> list[tuple[nn.Module, Outer, Tensors | None]]:
+    def reducer(self, rows: torch.Tensor, model: nn.Module, synthetic: torch.Tensor, labels: torch.Tensor) -> Reduce:
+        """How per-sample real losses become ℓ: their mean, or for risk ``group_cvar`` the group objective over
+        the groups of the real rows (fixed groups, or the nearest synthetic sample of the class in input space or
+        in ``model``'s embedding at its initialisation)."""
+        risk = self.ctx.problem.risk
+        if risk.kind != "group_cvar":
+            return torch.mean
+        if self.sample_groups is not None:
+            groups, count = self.sample_groups[rows], self.num_groups
+        else:
+            real, syn = self.ctx.data.x_train[rows], synthetic.detach()
+            if risk.groups.space == "embedding":
+                with torch.no_grad():
+                    real, syn = model.embed(real), model.embed(syn)
+            per_class = [syn[labels == c] for c in range(self.ctx.data.num_classes)]
+            groups, count = nearest_synthetic_groups(real, self.ctx.data.y_train[rows], per_class,
+                                                     risk.groups.max_per_class)
+        return lambda losses: group_objective(losses, groups, count, risk)
+
+    def scenarios(self, iteration: int, synthetic: torch.Tensor, labels: torch.Tensor
+                  ) -> list[tuple[nn.Module, Outer, Tensors | None]]:
+        """(model, outer loss, θ_0 or None) per scenario; ``synthetic`` / ``labels`` (class indices) group the
+        real batch for risk ``group_cvar``."""
         ctx, p = self.ctx, self.ctx.problem
         specs, inits = ctx.scenario_models(), p.scenarios.inits
         out = []
         if not self.trajectory:
-            xr, yr = real_batch(ctx)
+            rows = real_rows(ctx)
+            xr, yr = ctx.data.x_train[rows], ctx.data.y_train[rows]
             teacher_logp = None
             if self.teacher is not None:
                 with torch.no_grad():
@@ -146,10 +176,13 @@ class Objective:
             names = [n for n, _ in model.named_parameters()]
             if self.trajectory:
                 out.append((model, *self._expert_start()))
-            elif teacher_logp is not None:
-                out.append((model, predictions_loss(model, names, xr, teacher_logp, p.distance.temperature), None))
+                continue
+            reduce = self.reducer(rows, model, synthetic, labels)
+            if teacher_logp is not None:
+                out.append((model, predictions_loss(model, names, xr, teacher_logp, p.distance.temperature, reduce),
+                            None))
             else:
-                out.append((model, test_error_loss(model, names, xr, yr), None))
+                out.append((model, test_error_loss(model, names, xr, yr, reduce), None))
         return out
 
     def _expert_start(self) -> tuple[Outer, Tensors]:
@@ -174,7 +207,8 @@ def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: C
     them; the chain rule to the learned tensors runs once. Returns R_ω(ℓ)."""
     p = ctx.problem
     losses, grads = [], []
-    for model, outer, params0 in objective.scenarios(iteration):
+    synthetic = (learned.mean + learned.std * learned.z).detach()
+    for model, outer, params0 in objective.scenarios(iteration, synthetic, learned.y):
         data = learned.inner_data(p.train.lr, p.train.steps, inner_batches(ctx, len(learned.z), p.train.steps))
         loss, g = hyper(model, data, outer, params0)
         losses.append(loss)
@@ -196,12 +230,13 @@ def distill(ctx: RunContext) -> Distilled:
     recipe = InnerRecipe(t.optimizer, t.momentum if t.optimizer == "sgd" else 0.0, t.weight_decay, t.steps)
     hyper = hypergradient_fn(p, recipe)
     objective = Objective(ctx)
-    risk = RISKS.build(p.risk)
+    # group_cvar acts inside each scenario's loss (over groups of real data); scenarios are then averaged
+    risk = RISKS.build(MeanRisk() if p.risk.kind == "group_cvar" else p.risk)
     opt = p.optimize
     outer_opt = make_optimizer(opt.optimizer, learned.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
     fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"
-    loop = ctx.loop(opt.iterations, {**learned.tensors, "opt": outer_opt}, desc=f"bilevel ({p.optimize.hypergradient.kind})",
-                    fix=fix)
+    loop = ctx.loop(opt.iterations, {**learned.tensors, "opt": outer_opt},
+                    desc=f"bilevel ({p.optimize.hypergradient.kind})", fix=fix)
     for it in loop:
         outer_opt.zero_grad()
         loss = outer_step(ctx, learned, objective, hyper, risk, it)

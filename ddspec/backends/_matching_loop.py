@@ -22,7 +22,7 @@ from torch import nn
 from ddspec.backends.base import Distilled
 from ddspec.components.augment import Augment
 from ddspec.components.distances import feature_mean, gradient_match, mmd2
-from ddspec.components.groups import attribute_groups, kmeans_groups, nearest_synthetic_groups
+from ddspec.components.groups import fixed_groups, nearest_synthetic_groups
 from ddspec.components.init import init_synthetic
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
 from ddspec.components.risks import group_distance, group_objective
@@ -90,7 +90,7 @@ class Matcher:
         return cls(
             ctx, ((x - mean) / std).detach().requires_grad_(True), mean, std, y, logits,
             make_augment(ctx.problem, ctx.data.input_shape), ctx.data.class_indices(),
-            [slice(e - n, e) for e, n in zip(ends, counts)], *fixed_groups(ctx),
+            [slice(e - n, e) for e, n in zip(ends, counts)], *fixed_groups(ctx.problem, ctx.data),
         )
 
     @property
@@ -153,23 +153,6 @@ class Matcher:
     def result(self) -> Distilled:
         y = self.y if self.logits is None else torch.softmax(self.logits, dim=1)
         return Distilled(self.x.detach().clone(), y.detach().clone())
-
-
-def fixed_groups(ctx: RunContext) -> tuple[torch.Tensor | None, int]:
-    """(group id of every real training sample, num_groups) for risk ``group_cvar`` with ``kmeans`` (fitted here,
-    once) or ``attribute`` groups; (None, 0) otherwise."""
-    risk, data = ctx.problem.risk, ctx.data
-    if risk.kind != "group_cvar" or risk.groups.kind == "nearest_synthetic":
-        return None, 0
-    if risk.groups.kind == "kmeans":
-        return kmeans_groups(data.x_train, data.y_train, data.num_classes, risk.groups.k, risk.groups.seed)
-    if data.groups_train is None:
-        raise SpecError.one(
-            "GROUPS_MISSING", "risk.groups",
-            f"risk.groups `attribute` needs the data's group labels, which data `{ctx.problem.data.kind}` does not provide",
-            "use a data kind with groups (e.g. digits_shift), or risk.groups: {kind: nearest_synthetic} or {kind: kmeans}",
-        )
-    return attribute_groups(data.y_train, data.groups_train, data.num_classes)
 
 
 def class_gradient_distance(m: Matcher, net: nn.Module, c: int, skip_bias_and_norm: bool) -> torch.Tensor:

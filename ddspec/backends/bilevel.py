@@ -54,15 +54,24 @@ class BilevelBackend(Backend):
             problems.append(f"`{p.distance.kind}` is a matching surrogate (the matching backend runs it)")
         if p.task is None and not trajectory:
             problems.append("no task is declared (declare task: test_error or predictions)")
-        if analysis.kind("risk") not in SCENARIO_RISKS:
-            problems.append(f"the risk `{analysis.kind('risk')}` is not supported here ({', '.join(SCENARIO_RISKS)} are)")
+        if analysis.kind("risk") not in (*SCENARIO_RISKS, "group_cvar"):
+            problems.append(f"the risk `{analysis.kind('risk')}` is not supported here "
+                            f"({', '.join(SCENARIO_RISKS)} over scenarios, group_cvar over groups of real data)")
+        if analysis.kind("risk") == "group_cvar" and trajectory:
+            problems.append("group_cvar needs per-sample real losses, which trajectory matching has none of")
         if analysis.has("optimize:gradient") and p.optimize.augmentation.enabled:
             problems.append("optimize.augmentation is not supported (set optimize.augmentation.enabled: false)")
         if trajectory and p.scenarios.models:
             problems.append("trajectory matching follows experts of `model` only (leave scenarios.models empty)")
         if problems:
             return False, "; ".join(problems)
-        return True, f"{self._objective(p)} through differentiable training"
+        where = ""
+        if analysis.kind("risk") == "group_cvar":
+            r = p.risk
+            where = (f"; group-CVaR over groups of the real batch in the outer loss (α={r.alpha:g}, "
+                     f"{r.mean_weight:g}·mean + {r.max_weight:g}·max over groups + {r.ce_weight:g}·mean), "
+                     "scenarios averaged")
+        return True, f"{self._objective(p)} through differentiable training{where}"
 
     @staticmethod
     def _objective(p: Any) -> str:

@@ -15,6 +15,7 @@ unused, which the group CVaR skips as empty groups).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,3 +95,22 @@ def attribute_groups(labels: torch.Tensor, attributes: torch.Tensor, num_classes
         raise ValueError("attribute group labels must be ≥ 0")
     a = int(attributes.max()) + 1 if attributes.numel() else 1
     return labels.long() * a + attributes.long(), num_classes * a
+
+
+def fixed_groups(problem: Any, data: Any) -> tuple[torch.Tensor | None, int]:
+    """(group id of every real training sample, num_groups) for risk ``group_cvar`` with ``kmeans`` (fitted here,
+    once) or ``attribute`` groups; (None, 0) otherwise (risk not group_cvar, or groups by nearest synthetic point)."""
+    from ddspec.errors import SpecError
+
+    risk = problem.risk
+    if risk.kind != "group_cvar" or risk.groups.kind == "nearest_synthetic":
+        return None, 0
+    if risk.groups.kind == "kmeans":
+        return kmeans_groups(data.x_train, data.y_train, data.num_classes, risk.groups.k, risk.groups.seed)
+    if data.groups_train is None:
+        raise SpecError.one(
+            "GROUPS_MISSING", "risk.groups",
+            f"risk.groups `attribute` needs the data's group labels, which data `{problem.data.kind}` does not provide",
+            "use a data kind with groups (e.g. digits_shift), or risk.groups: {kind: nearest_synthetic} or {kind: kmeans}",
+        )
+    return attribute_groups(data.y_train, data.groups_train, data.num_classes)
