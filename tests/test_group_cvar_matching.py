@@ -158,7 +158,8 @@ def test_robust_network_update_trains_on_real_groups(tmp_path: Path, tiny_spec: 
     state = ctx.generator.get_state()
     loop.train_network_robust(m, net, torch.optim.SGD(net.parameters(), lr=0.1), 1)
     ctx.generator.set_state(state)
-    rows = torch.cat([m.real_rows(c) for c in m.classes])
+    rows = m.robust_rows()
+    assert len(rows) == 250 and torch.equal(torch.bincount(ctx.data.y_train[rows]), torch.full((10,), 25))
     groups, n = m.real_groups(before, rows)
     assert n == 20 and len(torch.unique(groups)) > 10  # 2 groups per class, nearly all non-empty
     losses = F.cross_entropy(before(m.aug(ctx.data.x_train[rows], m.seed())), ctx.data.y_train[rows], reduction="none")
@@ -169,16 +170,16 @@ def test_robust_network_update_trains_on_real_groups(tmp_path: Path, tiny_spec: 
 
 # -- the grouped distribution-matching distance ----------------------------------------------------------
 def test_group_distance_by_hand() -> None:
-    """d = (1, 2, 4), α = 0.5: k = 1.5, CVaR = (4 + 0.5·2)/1.5 = 10/3; D = 2·10/3 + 0.5·4."""
-    d = torch.tensor([1.0, 2.0, 4.0])
-    spec = GroupCVaRRisk(alpha=0.5, mean_weight=2.0, max_weight=0.5)
-    assert group_distance(d, spec).item() == pytest.approx(20 / 3 + 2)
-    assert group_distance(d, GroupCVaRRisk(alpha=1.0)).item() == pytest.approx(7 / 3 + 4)
+    """d = (1, 2, 4), whole 3, α = 0.5: k = 1.5, CVaR = (4 + 0.5·2)/1.5 = 10/3; D = 2·10/3 + 0.5·4 + 0.25·3."""
+    d, whole = torch.tensor([1.0, 2.0, 4.0]), torch.tensor(3.0)
+    spec = GroupCVaRRisk(alpha=0.5, mean_weight=2.0, max_weight=0.5, ce_weight=0.25)
+    assert group_distance(d, whole, spec).item() == pytest.approx(20 / 3 + 2 + 0.75)
+    assert group_distance(d, whole, GroupCVaRRisk(alpha=1.0)).item() == pytest.approx(7 / 3 + 4 + 3)
 
 
 def test_grouped_class_distance_on_a_linear_model(tmp_path: Path) -> None:
     """φ(x) = x; class c's synthetic set = (class mean, its farthest real sample); groups by nearest synthetic
-    point in input space; d_g = ‖mean R_g − mean S_c‖²; D = CVaR_α(d) + max d."""
+    point in input space; d_g = ‖mean R_g − mean S_c‖²; D = CVaR_α(d) + max d + ‖mean R − mean S_c‖²."""
     raw = {
         "data": {"kind": "tabular", "name": "wine"}, "model": {"kind": "linear"}, "synthetic": {"per_class": 2},
         "distance": {"kind": "feature_mean"},
@@ -203,9 +204,28 @@ def test_grouped_class_distance_on_a_linear_model(tmp_path: Path) -> None:
     nearest = [int(((syn - r) ** 2).sum(1).argmin()) for r in real]
     assert sorted(set(nearest)) == [0, 1] and nearest.count(1) >= 1
     d = torch.stack([(real[torch.tensor(nearest) == g].mean(0) - syn.mean(0)).pow(2).sum() for g in (0, 1)])
-    want = cvar(d, 0.5) + d.max()  # two groups, α = 0.5: CVaR is the larger one
+    whole = (real.mean(0) - syn.mean(0)).pow(2).sum()
+    want = cvar(d, 0.5) + d.max() + whole  # two groups, α = 0.5: CVaR is the larger one
     assert got.item() == pytest.approx(want.item(), rel=1e-4)
-    assert got.item() == pytest.approx(2 * d.max().item(), rel=1e-4)
+    assert got.item() == pytest.approx(2 * d.max().item() + whole.item(), rel=1e-4)
+
+
+def test_dm_groups_in_embedding_space_use_the_compared_features(tmp_path: Path, tiny_spec: dict[str, Any]) -> None:
+    """space embedding: the nearest synthetic embedding among the features the distance compares (given);
+    space input: the nearest synthetic input, whatever features are given."""
+    ctx = context(with_(tiny_spec, risk=NEAREST), tmp_path)
+    m = loop.Matcher.create(ctx)
+    c, rows = 3, torch.arange(6)
+    real = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [4.0, 6.0], [0.0, 0.2], [9.0, 9.0]])
+    syn = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+    assert m.class_groups(c, rows, real, syn).tolist() == [0, 0, 1, 1, 0, 1]
+    ctx = context(with_(tiny_spec, risk={**NEAREST, "groups": {"kind": "nearest_synthetic", "space": "input"}}),
+                  tmp_path / "input")
+    m = loop.Matcher.create(ctx)
+    rows = ctx.data.class_indices()[c][:8]
+    x, s = ctx.data.x_train[rows], m.synthetic(c).detach()
+    want = [int(((s - xi) ** 2).sum((1, 2, 3)).argmin()) for xi in x]
+    assert m.class_groups(c, rows, real, syn).tolist() == want
 
 
 # -- runs -----------------------------------------------------------------------------------------------------
@@ -271,7 +291,7 @@ def test_explain_says_where_the_risk_applies(tiny_spec: dict[str, Any]) -> None:
     assert "group-CVaR on the network updates (α=0.8" in dc.explain()
     dm = ddspec.compile(ddspec.load(with_(tiny_spec, risk=NEAREST)))
     assert "group-CVaR over groups of real data in the distance (α=0.8" in dm.explain()
-    assert "GROUP_CVAR_CE_UNUSED" in dm.explain()
+    assert "+ 1·the class distance" in dm.explain()
     mean = ddspec.compile(ddspec.load(tiny_spec))
     assert "CVaR" not in mean.reason
 

@@ -228,10 +228,3 @@ def risk_groups_are_available(a: Analysis) -> Iterable[Finding]:
             f"{groups.k} k-means clusters per class, but the smallest class has {smallest} training samples",
             f"use risk.groups.k <= {smallest}",
         )
-    if a.kind("distance") in ("feature_mean", "mmd") and risk.ce_weight > 0:
-        yield Finding(
-            "GROUP_CVAR_CE_UNUSED", "risk.ce_weight",
-            f"`{a.kind('distance')}` trains no network, so risk.ce_weight ({risk.ce_weight:g}) is not used",
-            "nothing to fix; set risk.ce_weight: 0 to say so",
-            severity="note",
-        )

@@ -22,7 +22,7 @@ from torch import nn
 from ddspec.backends.base import Distilled
 from ddspec.components.augment import Augment
 from ddspec.components.distances import feature_mean, gradient_match, mmd2
-from ddspec.components.groups import fixed_groups, nearest_synthetic_groups
+from ddspec.components.groups import fixed_groups, nearest_ids, nearest_synthetic_groups, synthetic_centres
 from ddspec.components.init import init_synthetic
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
 from ddspec.components.risks import group_distance, group_objective
@@ -123,6 +123,12 @@ class Matcher:
         replacement)."""
         return self.ctx.sample_real(self.real_indices[c], self.ctx.problem.optimize.real_batch_per_class)
 
+    def robust_rows(self) -> torch.Tensor:
+        """Training-set indices of the real batch of one robust network update: ``risk.batch_size`` // (number of
+        classes) random samples of every class with synthetic samples (at least one each)."""
+        per_class = max(1, self.ctx.problem.risk.batch_size // len(self.classes))
+        return torch.cat([self.ctx.sample_real(self.real_indices[c], per_class) for c in self.classes])
+
     def real(self, c: int) -> torch.Tensor:
         """A random real batch of class c (the inputs of :meth:`real_rows`)."""
         return self.ctx.data.x_train[self.real_rows(c)]
@@ -140,6 +146,18 @@ class Matcher:
                 real, syn = net.embed(real), net.embed(syn)
         per_class = [syn[s] for s in self.slices]
         return nearest_synthetic_groups(real, self.ctx.data.y_train[rows], per_class, spec.max_per_class)
+
+    def class_groups(self, c: int, rows: torch.Tensor, real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
+        """Group ids of the real samples ``rows`` of class c (only their equality matters): the fixed groups, or
+        each sample's nearest synthetic point (or k-means centre) of class c, on the un-augmented inputs or on
+        the features ``real`` / ``syn`` that the class distance compares (same augmentation draw), so grouping
+        in embedding space costs no extra forward pass."""
+        if self.sample_groups is not None:
+            return self.sample_groups[rows]
+        spec = self.ctx.problem.risk.groups
+        if spec.space == "input":
+            real, syn = self.ctx.data.x_train[rows], self.synthetic(c)
+        return nearest_ids(real, synthetic_centres(syn, spec.max_per_class))
 
     def targets(self, rows: slice | torch.Tensor) -> torch.Tensor:
         """Class indices, or softmax(label logits) rows for learned labels."""
@@ -181,14 +199,14 @@ def train_network(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, 
 
 
 def train_network_robust(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:
-    """``steps`` steps of risk ``group_cvar`` on real data: each draws a real batch B (``optimize.real_batch_per_class``
-    of every class with synthetic samples), groups it (:meth:`Matcher.real_groups`, on the current network) and
+    """``steps`` steps of risk ``group_cvar`` on real data: each draws a real batch B (:meth:`Matcher.robust_rows`,
+    ``risk.batch_size`` samples split evenly over the classes), groups it (:meth:`Matcher.real_groups`, on the current network) and
     minimizes :func:`~ddspec.components.risks.group_objective` of ℓ_i = CE(net(aug(x_i)), y_i), i ∈ B:
     mean_weight·mean_g CVaR_α(ℓ_g) + max_weight·max_g CVaR_α(ℓ_g) + ce_weight·mean_i ℓ_i, gradients through
     every term. The synthetic set is not trained on here (the paper's network update uses the real data only)."""
     risk, data = m.ctx.problem.risk, m.ctx.data
     for _ in range(steps):
-        rows = torch.cat([m.real_rows(c) for c in m.classes])
+        rows = m.robust_rows()
         groups, num_groups = m.real_groups(net, rows)
         losses = F.cross_entropy(net(m.aug(data.x_train[rows], m.seed())), data.y_train[rows], reduction="none")
         loss = group_objective(losses, groups, num_groups, risk)
@@ -235,15 +253,16 @@ def grouped_class_distance(
     m: Matcher, net: nn.Module, c: int, seed: int, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Risk ``group_cvar`` on class c: the real batch R_c is split into its non-empty groups R_c,g
-    (:meth:`Matcher.real_groups`), d_g = distance(φ(aug(R_c,g)), φ(aug(S_c))) (one augmentation draw for all),
-    and D_c = mean_weight·CVaR_α(d) + max_weight·max_g d_g (:func:`~ddspec.components.risks.group_distance`)."""
+    (:meth:`Matcher.class_groups`), d_g = distance(φ(aug(R_c,g)), φ(aug(S_c))) (one augmentation draw for all),
+    and D_c = mean_weight·CVaR_α(d) + max_weight·max_g d_g + ce_weight·distance(φ(aug(R_c)), φ(aug(S_c)))
+    (:func:`~ddspec.components.risks.group_distance`)."""
     rows = m.real_rows(c)
-    groups, _ = m.real_groups(net, rows)
     with torch.no_grad():
         real = net.embed(m.aug(m.ctx.data.x_train[rows], seed))
     syn = net.embed(m.aug(m.synthetic(c), seed))
+    groups = m.class_groups(c, rows, real, syn)
     per_group = [distance(real[groups == g], syn) for g in torch.unique(groups).tolist()]
-    return group_distance(torch.stack(per_group), m.ctx.problem.risk)
+    return group_distance(torch.stack(per_group), distance(real, syn), m.ctx.problem.risk)
 
 
 def distribution_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:

@@ -23,17 +23,19 @@ CVaR_α(v) the mean of the worst α-fraction of v (:func:`ddspec.components.risk
 G⁺ the non-empty groups (empty groups skipped, one-sample groups counted):
 
 - ``gradient_match``: the network steps between synthetic steps train on REAL data instead of S (as the
-  paper's network update does): each of the ``train.steps`` steps draws ``optimize.real_batch_per_class``
-  real samples of every class (``train.batch_size`` is not used), groups them on the current network, and
-  minimizes, with ℓ_i = CE(θ; aug(x_i), y_i),
+  paper's network update does): each of the ``train.steps`` steps draws ``risk.batch_size`` real samples
+  (256 as in the paper, split evenly over the classes; ``train.batch_size`` is not used), groups them on the
+  current network, and minimizes, with ℓ_i = CE(θ; aug(x_i), y_i),
 
       λ_mean · mean_{g∈G⁺} CVaR_α(ℓ_g) + λ_max · max_{g∈G⁺} CVaR_α(ℓ_g) + λ_CE · mean_i ℓ_i,
 
   gradients flowing through the CVaRs. The synthetic steps use the usual d_c on that network.
 - ``feature_mean`` / ``mmd``: the real batch R_c of class c is split into its groups R_c,g; with
   d_g = d(φ_θ(aug(R_c,g)), φ_θ(aug(S_c))) (the class's whole synthetic set, one augmentation draw), d_c is
-  replaced by  λ_mean · CVaR_α(d_g : g ∈ G⁺) + λ_max · max_{g∈G⁺} d_g  (α = 1: mean + max over groups; each
-  group's loss is one distance, so CVaR_α acts across groups). No network is trained, so λ_CE is unused.
+  replaced by  λ_mean · CVaR_α(d_g : g ∈ G⁺) + λ_max · max_{g∈G⁺} d_g + λ_CE · d(R_c, S_c)  (α = 1: mean +
+  max over groups; each group's loss is one distance, so CVaR_α acts across groups; the plain class distance
+  plays the part of the plain cross-entropy). In embedding space the groups come from the features the
+  distance compares, so grouping costs no extra forward pass.
 
 Risk ``mean`` runs the code and the random draws it ran before ``group_cvar`` existed (bit-identical).
 This module stays light: torch is imported by :mod:`._matching_loop` in ``run``.
@@ -94,9 +96,9 @@ def risk_placement(analysis: Analysis) -> str:
     weights = f"{risk.mean_weight:g}·mean + {risk.max_weight:g}·max"
     if analysis.problem.distance.kind == "gradient_match":
         return (f"; group-CVaR on the network updates (α={risk.alpha:g}, {weights} over groups + "
-                f"{risk.ce_weight:g}·CE, real batches grouped by {groups})")
+                f"{risk.ce_weight:g}·CE, real batches of {risk.batch_size} grouped by {groups})")
     return (f"; group-CVaR over groups of real data in the distance (α={risk.alpha:g}, {weights} of the group "
-            f"distances, groups by {groups}; ce_weight unused)")
+            f"distances + {risk.ce_weight:g}·the class distance, groups by {groups})")
 
 
 def has_spatial_dims(analysis: Analysis) -> bool:
@@ -163,7 +165,7 @@ class MatchingBackend(Backend):
             match = TRAIN_FACTOR * flops * real + 2 * TRAIN_FACTOR * flops * n
             inner = TRAIN_FACTOR * flops * min(p.train.batch_size, n)
             if p.risk.kind == "group_cvar":  # network steps on a real batch (and an embedding pass to group it)
-                inner = (TRAIN_FACTOR + 1) * flops * real
+                inner = (TRAIN_FACTOR + 1) * flops * p.risk.batch_size
             per_init = outer * match + (outer - 1) * steps * inner
             live = acts * (max(batches) + 2 * max(analysis.synthetic_counts)) + 4 * params
             how = f"{outer} synthetic steps x {real} real + {n} synthetic samples, {steps} network steps between"

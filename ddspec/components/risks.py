@@ -202,14 +202,17 @@ def group_objective(losses: torch.Tensor, groups: torch.Tensor, num_groups: int,
     return robust + float(spec.ce_weight) * losses.mean()
 
 
-def group_distance(distances: torch.Tensor, spec: Any) -> torch.Tensor:
-    """The class distance of ``group_cvar`` in distribution matching, from one distance d_g per non-empty group::
+def group_distance(distances: torch.Tensor, whole: torch.Tensor, spec: Any) -> torch.Tensor:
+    """The class distance of ``group_cvar`` in distribution matching, from one distance d_g per non-empty group
+    and the plain (ungrouped) class distance d::
 
-        D = mean_weight · CVaR_α(d) + max_weight · max_g d_g
+        D = mean_weight · CVaR_α(d_g) + max_weight · max_g d_g + ce_weight · d
 
     (α = 1: the paper's mean + max over groups, each group's "CVaR" being its single distance; α < 1 keeps the
-    mean term on the worst α-fraction of the groups). Differentiable in ``distances`` (1-D, non-empty).
+    mean term on the worst α-fraction of the groups; the plain term plays the part of the paper's plain
+    cross-entropy). Differentiable in ``distances`` (1-D, non-empty) and ``whole`` (a scalar).
     """
     if distances.dim() != 1 or distances.numel() == 0:
         raise ValueError(f"group_distance needs a non-empty 1-D tensor, got shape {tuple(distances.shape)}")
-    return float(spec.mean_weight) * cvar(distances, float(spec.alpha)) + float(spec.max_weight) * distances.max()
+    robust = float(spec.mean_weight) * cvar(distances, float(spec.alpha)) + float(spec.max_weight) * distances.max()
+    return robust + float(spec.ce_weight) * whole

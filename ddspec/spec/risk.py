@@ -90,7 +90,8 @@ class GroupCVaRRisk(SpecModel):
     """Group-CVaR DRO over groups of the real data: mean_weight · mean_g CVaR_α(ℓ_g) + max_weight · max_g CVaR_α(ℓ_g).
 
     Applied by the matching backend: on the network updates of gradient matching (with ce_weight · CE), and on
-    the per-class distance of distribution matching / MMD (see :mod:`ddspec.backends.matching`). Over a plain
+    the per-class distance of distribution matching / MMD (with ce_weight · the ungrouped distance); by the
+    bilevel backend on the outer loss over the real batch (with ce_weight · its mean). Over a plain
     vector of scenario losses (one group) it is (mean_weight + max_weight) · CVaR_α."""
 
     kind: Literal["group_cvar"] = "group_cvar"
@@ -102,7 +103,14 @@ class GroupCVaRRisk(SpecModel):
     max_weight: NonNegativeFloat = Field(1.0, description="Weight of the max over groups of the group CVaRs.")
     ce_weight: NonNegativeFloat = Field(
         1.0,
-        description="Weight of the plain cross-entropy of the real batch, added for stability where networks are "
-        "trained (gradient matching); unused by distribution matching / MMD.",
+        description="Weight of the plain, ungrouped objective, added for stability: the cross-entropy of the real "
+        "batch where networks are trained (gradient matching, bilevel outer loss), the whole class's distance in "
+        "distribution matching / MMD.",
+    )
+    batch_size: PositiveInt = Field(
+        256,
+        description="Real samples per robust network-update step of gradient matching (the paper's 256), drawn "
+        "evenly from the classes. Distribution matching and the bilevel outer loss group the real batches of "
+        "their objective (optimize.real_batch_per_class) instead.",
     )
     groups: GroupsUnion = Field(default_factory=NearestSyntheticGroups, description="How real samples are grouped.")
