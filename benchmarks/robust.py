@@ -94,7 +94,8 @@ def write(rows: list[dict], name: str, show: bool = True) -> None:
              "the current network; bilevel: each scenario's network at initialisation), applied to network updates "
              "(DC), to the per-group distances (DM) and to the outer test error over the real batch (bilevel). Goal "
              "(issue): cluster-min ≥ +3 points and worst-group ≥ +5 points over mean, ≤ 1 point of accuracy lost, "
-             "≤ 1.3x time per iteration. One thread per process.")
+             "≤ 1.3x time per iteration. One thread per process, two processes (one per dataset) in parallel; "
+             "with --collect, rows of a later result name replace an earlier one's (see Reproduce).")
     keep = ("dataset", "method", "risk", "iterations", "spec", "overrides", "accuracy", "cluster_min", "worst_group",
             "corruptions", "distill_seconds", "seconds_per_iteration")
     save(name, "Robust distillation: risk mean vs group-CVaR", table, [{k: r.get(k) for k in keep} for r in rows],
