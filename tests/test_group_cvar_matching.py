@@ -296,6 +296,15 @@ def test_explain_says_where_the_risk_applies(tiny_spec: dict[str, Any]) -> None:
     assert "CVaR" not in mean.reason
 
 
+def test_gradient_matching_without_network_updates_is_refused(tiny_spec: dict[str, Any]) -> None:
+    """At 1 image per class DC's schedule has outer_loop 1: no network update, so group_cvar would do nothing."""
+    raw = with_(tiny_spec, synthetic={"per_class": 1}, distance={"kind": "gradient_match"}, risk=NEAREST)
+    with pytest.raises(BackendUnavailableError, match="set optimize.outer_loop >= 2"):
+        ddspec.compile(ddspec.load(raw))
+    assert ddspec.compile(ddspec.load(with_(raw, optimize={"outer_loop": 2}))).backend == "matching"
+    assert ddspec.compile(ddspec.load(with_(raw, distance={"kind": "feature_mean"}))).backend == "matching"
+
+
 def test_attribute_groups_on_plain_digits_are_refused(tiny_spec: dict[str, Any], tmp_path: Path) -> None:
     raw = with_(tiny_spec, risk={"kind": "group_cvar", "groups": {"kind": "attribute"}})
     with pytest.raises(WellPosednessError) as err:

@@ -125,6 +125,12 @@ class MatchingBackend(Backend):
         if analysis.kind("risk") not in ("mean", "group_cvar"):
             problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages over scenarios: "
                             "risk mean, or group_cvar over groups of real data)")
+        if not problems and analysis.kind("risk") == "group_cvar" and distance == "gradient_match":
+            outer = analysis.problem.optimize.outer_loop or self.schedule(analysis)[0]
+            if outer < 2:
+                problems.append("risk group_cvar acts on the network updates of gradient matching, and with "
+                                "optimize.outer_loop = 1 (DC's schedule at this size unless set) no network is "
+                                "updated: set optimize.outer_loop >= 2")
         if problems:
             return False, "; ".join(problems)
         why = f"`{distance}` is a matching surrogate and the model is differentiable"
