@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
 import pytest
 import torch
 
+from ddspec.components.parameterization import apply_schedule
 from ddspec.errors import DivergenceError, RunError
 from ddspec.runtime.loop import Loop
 
@@ -77,3 +79,34 @@ def test_check_finite_names_the_tensor(tmp_path) -> None:
     loop = Loop(tmp_path / "e.pt", 1, every=1, state={}, show=False)
     with pytest.raises(DivergenceError, match="`x` holds NaN/inf after iteration 0"):
         loop.check_finite(0, x=torch.tensor([1.0, float("inf")]))
+
+
+def scheduled_run(path, stop_at: int | None = None, resume: bool = False) -> tuple[dict, list[float]]:
+    """8 iterations of :func:`step` under a cosine schedule; returns the state and the lr each iteration saw."""
+    torch.manual_seed(0)
+    state, seen = make_state(), []
+    loop = Loop(path, 8, every=3, state=state, show=False, resume=resume,
+                before_each=lambda it: apply_schedule(state["opt"], "cosine", it, 8))
+    for it in loop:
+        seen.append(state["opt"].param_groups[0]["lr"])
+        loop.record(it, loss=step(state))
+        if stop_at is not None and it + 1 == stop_at:
+            break
+    return state, seen
+
+
+def test_cosine_schedule_sets_each_lr_and_survives_resume(tmp_path) -> None:
+    """lr_t = 0.1 · ½(1 + cos(πt/8)); a run killed after iteration 5 resumes at 3 with the same lrs and result."""
+    straight, lrs = scheduled_run(tmp_path / "a.pt")
+    assert lrs == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
+    assert lrs[0] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.05)
+    scheduled_run(tmp_path / "b.pt", stop_at=5)
+    resumed, lrs2 = scheduled_run(tmp_path / "b.pt", resume=True)
+    assert lrs2 == pytest.approx(lrs[3:])
+    assert torch.equal(resumed["x"], straight["x"])
+
+
+def test_constant_schedule_leaves_the_lr() -> None:
+    opt = make_state()["opt"]
+    apply_schedule(opt, "constant", 5, 8)
+    assert opt.param_groups[0]["lr"] == 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,17 @@ def test_dm_step_shrinks_the_mean_gap_analytically(tmp_path: Path) -> None:
     _, ctx = distill(raw, tmp_path)
     losses = torch.tensor([row["loss"] for row in ctx.loops[0].history])
     torch.testing.assert_close(losses[1:] / losses[:-1], torch.full((3,), 0.75**2), rtol=1e-4, atol=0)
+
+
+def test_cosine_lr_schedule_shrinks_the_gap_by_each_steps_lr(tmp_path: Path) -> None:
+    """The same linear case under optimize.lr_schedule cosine: step t has η_t = η·½(1 + cos(πt/T)), so
+    L_{t+1}/L_t = (1 − 2η_t/m)² with m = 2, T = 4."""
+    raw = spec(data={"kind": "tabular", "name": "wine"}, model={"kind": "linear"},
+               optimize={"lr": 0.25, "momentum": 0.0, "real_batch_per_class": 1000, "lr_schedule": "cosine"})
+    _, ctx = distill(raw, tmp_path)
+    losses = torch.tensor([row["loss"] for row in ctx.loops[0].history])
+    eta = [0.25 * 0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(3)]
+    torch.testing.assert_close(losses[1:] / losses[:-1], torch.tensor([(1 - e) ** 2 for e in eta]), rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("distance", ["feature_mean", "mmd"])

@@ -37,6 +37,15 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
+def apply_schedule(optimizer: torch.optim.Optimizer, schedule: str, iteration: int, total: int) -> None:
+    """Set each param group's lr for ``iteration`` (0-based) of ``total``: its initial lr times 1 (``constant``)
+    or ½(1 + cos(π·iteration/total)) (``cosine``). The initial lr is kept in the group (``initial_lr``), so the
+    schedule survives a checkpoint round trip."""
+    factor = 1.0 if schedule == "constant" else 0.5 * (1.0 + math.cos(math.pi * iteration / total))
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
 def make_optimizer(kind: str, params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float
                    ) -> torch.optim.Optimizer:
     """SGD with momentum, or Adam."""

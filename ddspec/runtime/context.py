@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ddspec.components.parameterization import apply_schedule
 from ddspec.registry import MODELS
 from ddspec.runtime.artifacts import CHECKPOINT
 from ddspec.runtime.loop import Loop
@@ -40,11 +41,18 @@ class RunContext:
     prepare_seconds: float = 0.0
 
     def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "") -> Loop:
-        """A checkpointed loop over ``total`` outer iterations; ``state`` gets the generator added."""
+        """A checkpointed loop over ``total`` outer iterations; ``state`` gets the generator added. The outer
+        optimizer ``state["opt"]`` follows ``optimize.lr_schedule`` (set before each iteration)."""
+        schedule = getattr(self.problem.optimize, "lr_schedule", "constant")
+        outer = state.get("opt")
+        before_each = None
+        if schedule != "constant" and isinstance(outer, torch.optim.Optimizer):
+            def before_each(it: int) -> None:
+                apply_schedule(outer, schedule, it, total)
         loop = Loop(
             self.out / CHECKPOINT, total, self.problem.runtime.checkpoint_every,
             {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress,
-            resume=self.resume, fix=fix,
+            resume=self.resume, fix=fix, before_each=before_each,
         )
         self.loops.append(loop)
         return loop

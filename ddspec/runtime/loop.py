@@ -16,7 +16,7 @@ import io
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ class Loop:
     def __init__(
         self, path: Path, total: int, every: int, state: dict[str, Any], *,
         desc: str = "distill", show: bool = True, resume: bool = False, fix: str = "",
+        before_each: Callable[[int], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.before_each = before_each
         self.total = total
         self.every = every
         self.state = state
@@ -109,6 +111,8 @@ class Loop:
         try:
             for it in range(self.start, self.total):
                 tick = time.perf_counter()
+                if self.before_each is not None:
+                    self.before_each(it)
                 yield it
                 self.elapsed += time.perf_counter() - tick
                 bar.update(1)

@@ -73,6 +73,11 @@ class GradientOptimize(SpecModel):
     momentum: Momentum = 0.5
     weight_decay: NonNegativeFloat = 0.0
     iterations: PositiveInt = 1000
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="The outer lr over the iterations t = 0..T−1: constant, or cosine decay lr·½(1 + cos(πt/T)) "
+        "from lr towards 0.",
+    )
     outer_loop: PositiveInt | None = Field(
         None, description="Synthetic updates per network initialisation (gradient matching); None: DC's schedule."
     )
