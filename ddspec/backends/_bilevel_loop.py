@@ -20,7 +20,7 @@ from torch.func import functional_call
 
 from ddspec.backends.base import Distilled
 from ddspec.components.experts import expert_trajectories, teacher
-from ddspec.components.groups import fixed_groups, nearest_synthetic_groups
+from ddspec.components.groups import fixed_groups, real_row_groups
 from ddspec.components.implicit import implicit_hypergradient
 from ddspec.components.init import init_synthetic
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
@@ -145,16 +145,8 @@ class Objective:
         risk = self.ctx.problem.risk
         if risk.kind != "group_cvar":
             return torch.mean
-        if self.sample_groups is not None:
-            groups, count = self.sample_groups[rows], self.num_groups
-        else:
-            real, syn = self.ctx.data.x_train[rows], synthetic.detach()
-            if risk.groups.space == "embedding":
-                with torch.no_grad():
-                    real, syn = model.embed(real), model.embed(syn)
-            per_class = [syn[labels == c] for c in range(self.ctx.data.num_classes)]
-            groups, count = nearest_synthetic_groups(real, self.ctx.data.y_train[rows], per_class,
-                                                     risk.groups.max_per_class)
+        groups, count = real_row_groups(risk.groups, self.ctx.data, rows, (self.sample_groups, self.num_groups),
+                                        synthetic, labels, model)
         return lambda losses: group_objective(losses, groups, count, risk)
 
     def scenarios(self, iteration: int, synthetic: torch.Tensor, labels: torch.Tensor

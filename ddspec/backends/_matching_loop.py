@@ -22,7 +22,7 @@ from torch import nn
 from ddspec.backends.base import Distilled
 from ddspec.components.augment import Augment
 from ddspec.components.distances import feature_mean, gradient_match, mmd2
-from ddspec.components.groups import fixed_groups, nearest_ids, nearest_synthetic_groups, synthetic_centres
+from ddspec.components.groups import fixed_groups, nearest_ids, real_row_groups, synthetic_centres
 from ddspec.components.init import init_synthetic
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
 from ddspec.components.risks import group_distance, group_objective
@@ -137,15 +137,8 @@ class Matcher:
         """(group ids, num_groups) of the real training samples ``rows`` for risk ``group_cvar``: the fixed
         groups, or each sample's nearest synthetic point (or k-means centre) of its class, measured on the
         un-augmented inputs or on their embeddings by ``net`` (no gradient)."""
-        if self.sample_groups is not None:
-            return self.sample_groups[rows], self.num_groups
-        spec = self.ctx.problem.risk.groups
-        real, syn = self.ctx.data.x_train[rows], self.x.detach()
-        if spec.space == "embedding":
-            with torch.no_grad():
-                real, syn = net.embed(real), net.embed(syn)
-        per_class = [syn[s] for s in self.slices]
-        return nearest_synthetic_groups(real, self.ctx.data.y_train[rows], per_class, spec.max_per_class)
+        return real_row_groups(self.ctx.problem.risk.groups, self.ctx.data, rows,
+                               (self.sample_groups, self.num_groups), self.x, self.y, net)
 
     def class_groups(self, c: int, rows: torch.Tensor, real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
         """Group ids of the real samples ``rows`` of class c (only their equality matters): the fixed groups, or

@@ -66,6 +66,25 @@ def nearest_synthetic_groups(
     return ids, len(synthetic) * per_class
 
 
+def real_row_groups(
+    spec: Any, data: Any, rows: torch.Tensor, fixed: tuple[torch.Tensor | None, int], synthetic: torch.Tensor,
+    synthetic_labels: torch.Tensor, net: torch.nn.Module,
+) -> tuple[torch.Tensor, int]:
+    """(group ids, num_groups) of the real training samples ``rows`` under ``risk.groups`` ``spec``: the fixed
+    groups (``fixed`` = :func:`fixed_groups`) when there are any, else :func:`nearest_synthetic_groups` of the
+    un-augmented inputs, or of their embeddings by ``net`` (no gradient) for ``space: embedding``;
+    ``synthetic_labels`` are the class indices of ``synthetic``."""
+    sample_groups, num_groups = fixed
+    if sample_groups is not None:
+        return sample_groups[rows], num_groups
+    real, syn = data.x_train[rows], synthetic.detach()
+    if spec.space == "embedding":
+        with torch.no_grad():
+            real, syn = net.embed(real), net.embed(syn)
+    per_class = [syn[synthetic_labels == c] for c in range(data.num_classes)]
+    return nearest_synthetic_groups(real, data.y_train[rows], per_class, spec.max_per_class)
+
+
 def kmeans_groups(x: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int, seed: int) -> tuple[torch.Tensor, int]:
     """(group ids, num_groups): k-means with k clusters of each class's inputs (flattened; scikit-learn KMeans,
     ``random_state=seed``, default inits), fitted once; the sample of class c in cluster j gets c·k + j."""
