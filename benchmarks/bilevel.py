@@ -6,6 +6,13 @@ Accuracy: MNIST-1D at 1 and 10 samples per class, each method under the examples
 benchmarks/results/matching.md), and the bilevel examples (test error, learned labels and lrs), and
 trajectory matching at 10 per class.
 
+Learners: what the inner learner can reach at all. The ConvNet trained on all 4000 real training
+samples (random batches of 256) for K steps of the examples' inner recipe (SGD, lr 0.05, momentum 0.9)
+for K = 30, 100 and 300, and for the 300 steps that the evaluation protocol gives a set of 100 or fewer
+samples (lr 0.01, x0.1 at half, weight decay 5e-4): test accuracy, mean ± std over 3 seeds. A set
+distilled for a K-step learner is judged by the evaluation's learner; when the first is much weaker
+than the second, the set inherits the weaker learner's ceiling.
+
 Engines: one outer step of the MNIST-1D 10-per-class problem (ConvNet1d, 100 synthetic samples, outer
 loss on 2560 real samples) unrolled through K = 10 and 50 inner steps by `torch_func` and `higher`:
 median seconds per outer step (after a warm-up step) and memory. Each measurement runs in a fresh
@@ -15,7 +22,7 @@ the step — torch.cuda.max_memory_allocated on CUDA, the growth of the process'
 (noisy: it includes the allocator's caching).
 
     .venv/bin/python benchmarks/bilevel.py                       # both tables
-    .venv/bin/python benchmarks/bilevel.py --skip-accuracy       # engines only (minutes)
+    .venv/bin/python benchmarks/bilevel.py --skip-accuracy       # learners and engines only (minutes)
     # or the accuracy rows in two processes, then the engines and one table:
     .venv/bin/python benchmarks/bilevel.py --ipc 1 --skip-engines --name bilevel_1 &
     .venv/bin/python benchmarks/bilevel.py --ipc 10 --skip-engines --name bilevel_10; wait
@@ -58,6 +65,47 @@ def accuracy_rows(ipcs: list[int]) -> list[dict]:
             metrics, _ = run_spec(EXAMPLES / spec, overrides, Path(tmp))
             rows.append({"ipc": ipc, "method": method, "spec": spec, "overrides": overrides, **metrics})
             print(f"ipc={ipc} {method}: {pm(metrics['accuracy'])}, {metrics['distill_seconds']:.1f} s", flush=True)
+    return rows
+
+
+LEARNERS = [  # (label, steps, lr, weight decay, lr x0.1 at half)
+    ("inner recipe, K = 30", 30, 0.05, 0.0, False),
+    ("inner recipe, K = 100", 100, 0.05, 0.0, False),
+    ("inner recipe, K = 300", 300, 0.05, 0.0, False),
+    ("evaluation protocol (300 steps)", 300, 0.01, 5e-4, True),
+]
+
+
+def learner_rows(seeds: int = 3) -> list[dict]:
+    """Test accuracy of the example's model trained on all real training data by each learner of LEARNERS."""
+    import torch
+    import torch.nn.functional as F
+
+    import ddspec
+    from ddspec.registry import DATA, MODELS
+    from ddspec.runtime.device import seed_everything
+
+    problem = ddspec.compile(ddspec.load(EXAMPLES / "mnist1d_bilevel.yaml")).problem
+    data = DATA.build(problem.data)
+    rows = []
+    for label, steps, lr, decay, drop in LEARNERS:
+        accuracies = []
+        for seed in range(seeds):
+            generator = seed_everything(seed, 1)
+            model = MODELS.build(problem.model, data.input_shape, data.num_classes)
+            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=decay)
+            for k in range(steps):
+                if drop and k == steps // 2:
+                    opt.param_groups[0]["lr"] = lr / 10
+                rows_k = torch.randint(len(data.x_train), (256,), generator=generator)
+                opt.zero_grad()
+                F.cross_entropy(model(data.x_train[rows_k]), data.y_train[rows_k]).backward()
+                opt.step()
+            with torch.no_grad():
+                accuracies.append(float((model(data.x_test).argmax(1) == data.y_test).float().mean()))
+        mean = statistics.mean(accuracies)
+        rows.append({"learner": label, "steps": steps, "accuracy": {"mean": mean, "std": statistics.stdev(accuracies)}})
+        print(f"{label}: {pm(rows[-1]['accuracy'])}", flush=True)
     return rows
 
 
@@ -131,12 +179,20 @@ def engine_rows(repeats: int, device: str) -> list[dict]:
     return rows
 
 
+def row_key(row: dict) -> tuple:
+    """What a row measures: a later row with the same key replaces it in --collect."""
+    fields = {"accuracy": ("ipc", "method"), "engines": ("engine", "K"), "learners": ("learner",)}[row["table"]]
+    return (row["table"], *(row[f] for f in fields))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-engines", action="store_true")
+    parser.add_argument("--skip-learners", action="store_true")
     parser.add_argument("--ipc", nargs="+", type=int, default=[1, 10])
-    parser.add_argument("--collect", nargs="+", metavar="NAME", help="take the accuracy rows of earlier runs")
+    parser.add_argument("--collect", nargs="+", metavar="NAME",
+                        help="take the rows of earlier runs; a later NAME's row replaces an earlier one's")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--probe", nargs=2, metavar=("ENGINE", "K"), help=argparse.SUPPRESS)
@@ -145,11 +201,14 @@ def main() -> None:
     if args.probe:
         print(json.dumps(probe(args.probe[0], int(args.probe[1]), args.repeats, args.device)))
         return
-    collected = [r for name in args.collect or [] for r in load_rows(name)]
+    collected = list({row_key(r): r for name in args.collect or [] for r in load_rows(name)}.values())
     accuracy = [r for r in collected if r["table"] == "accuracy"]
     engines = [r for r in collected if r["table"] == "engines"]
+    learners = [r for r in collected if r["table"] == "learners"]
     if not args.collect and not args.skip_accuracy:
         accuracy = accuracy_rows(args.ipc)
+    if not learners and not args.skip_learners:
+        learners = learner_rows()
     if not engines and not args.skip_engines:
         engines = engine_rows(args.repeats, args.device)
     tables = []
@@ -159,6 +218,10 @@ def main() -> None:
             [[str(r["ipc"]), r["method"], f"examples/{r['spec']}" + (" " + " ".join(f"`{o}`" for o in r["overrides"])
                                                                     if r["overrides"] else ""),
               pm(r["accuracy"]), pm(r.get("cluster_min")), f"{r['distill_seconds']:.1f}"] for r in accuracy],
+        ))
+    if learners:
+        tables.append("## What the learners reach on all real data (MNIST-1D, ConvNet1d)\n\n" + markdown_table(
+            ["learner", "steps", "test accuracy"], [[r["learner"], str(r["steps"]), pm(r["accuracy"])] for r in learners],
         ))
     by = {(r["engine"], r["K"]): r for r in engines}
     tables += [] if not engines else [f"## Engines, one outer step ({args.device})\n\n" + markdown_table(
@@ -177,7 +240,7 @@ def main() -> None:
              "Targets: 10 per class >= 0.70, 1 per class >= 0.40; torch_func >= 1.5x faster than higher with no "
              "more peak memory.")
     save(args.name, "Bilevel backend", text, [{**r, "table": "accuracy"} for r in accuracy]
-         + [{**r, "table": "engines"} for r in engines], notes)
+         + [{**r, "table": "engines"} for r in engines] + [{**r, "table": "learners"} for r in learners], notes)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,19 @@ def tiny_spec() -> dict:
 
 
 @pytest.fixture
+def bilevel_spec(tiny_spec) -> dict:
+    """tiny_spec with the test-error objective: 2 per class on digits, K = 3 inner steps."""
+    spec = dict(tiny_spec)
+    spec.pop("distance")
+    spec.update({
+        "task": {"kind": "test_error"},
+        "train": {"steps": 3, "lr": 0.05},
+        "optimize": {"kind": "gradient", "iterations": 3, "real_batch_per_class": 8},
+    })
+    return spec
+
+
+@pytest.fixture
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and lose much when the cores are shared."""
     import torch

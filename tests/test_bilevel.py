@@ -15,19 +15,6 @@ from ddspec.errors import WellPosednessError
 from ddspec.spec.risk import MaxRisk, MeanRisk
 
 
-@pytest.fixture
-def bilevel_spec(tiny_spec) -> dict:
-    """tiny_spec with the test-error objective: 2 per class on digits, K = 3 inner steps."""
-    spec = dict(tiny_spec)
-    spec.pop("distance")
-    spec.update({
-        "task": {"kind": "test_error"},
-        "train": {"steps": 3, "lr": 0.05},
-        "optimize": {"kind": "gradient", "iterations": 3, "real_batch_per_class": 8},
-    })
-    return spec
-
-
 def compiled(spec: dict, *overrides: str):
     return ddspec.compile(ddspec.load(spec, list(overrides)))
 

@@ -155,6 +155,31 @@ def hypergradient_options_fit(a: Analysis) -> Iterable[Finding]:
 
 
 @rule
+def model_pool_fits(a: Analysis) -> Iterable[Finding]:
+    """``scenarios.pool`` warm-starts the bilevel backend's inner training from models that keep training."""
+    p = a.problem
+    pool = p.scenarios.pool
+    if pool is None:
+        return
+    if a.has("distance:surrogate") or p.task is None or not a.has("model:differentiable"):
+        why = (f"`{p.distance.kind}` does not train scenario models on D̂ from θ_0" if a.has("distance:surrogate")
+               else "only a task objective (test_error / predictions) through differentiable training uses it")
+        yield Finding("POOL_UNUSED", "scenarios.pool", f"the model pool warm-starts the bilevel inner training; {why}",
+                      "remove scenarios.pool (or declare task: test_error with a differentiable model)")
+        return
+    if p.scenarios.inits > pool.size:
+        yield Finding("POOL_TOO_SMALL", "scenarios.pool.size",
+                      f"each iteration unrolls scenarios.inits = {p.scenarios.inits} distinct pool models, but the pool "
+                      f"holds {pool.size}", f"set scenarios.pool.size >= {p.scenarios.inits}")
+    steps = getattr(p.train, "steps", None)
+    if steps is not None and pool.max_steps <= steps:
+        yield Finding("POOL_LIFETIME_TOO_SHORT", "scenarios.pool.max_steps",
+                      f"max_steps {pool.max_steps} <= train.steps {steps}: every pool model would be re-initialised "
+                      "after each use, which is the same as no pool", f"set scenarios.pool.max_steps > {steps} "
+                      "(e.g. the evaluation's number of training steps), or remove scenarios.pool")
+
+
+@rule
 def kernel_ridge_is_distillable(a: Analysis) -> Iterable[Finding]:
     """Where the closed-form theory (Chen, Huang & Weng 2024) says no exact synthetic set exists."""
     p = a.problem

@@ -23,6 +23,7 @@ from ddspec.components.experts import expert_trajectories, teacher
 from ddspec.components.groups import fixed_groups, real_row_groups
 from ddspec.components.implicit import implicit_hypergradient
 from ddspec.components.init import init_synthetic
+from ddspec.components.model_pool import ModelPool, pool_slots
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
 from ddspec.components.risks import group_objective
 from ddspec.components.unroll import (
@@ -133,6 +134,9 @@ class Objective:
         self.trajectory = p.distance is not None and p.distance.kind == "trajectory"
         self.sample_groups, self.num_groups = fixed_groups(p, ctx.data)
         self.teacher = None
+        pool, specs = p.scenarios.pool, ctx.scenario_models()
+        self.pool = None if pool is None else ModelPool(lambda m: ctx.new_model(specs[m % len(specs)]), pool.size,
+                                                         pool.max_steps)
         if self.trajectory:
             self.experts, ctx.prepare_seconds = expert_trajectories(ctx)
         elif p.task.kind == "predictions":
@@ -164,18 +168,27 @@ class Objective:
                 with torch.no_grad():
                     teacher_logp = F.log_softmax(self.teacher(xr) / p.distance.temperature, dim=1)
         for s in range(inits):
-            model = ctx.new_model(specs[(iteration * inits + s) % len(specs)])
-            names = [n for n, _ in model.named_parameters()]
             if self.trajectory:
-                out.append((model, *self._expert_start()))
+                out.append((ctx.new_model(specs[(iteration * inits + s) % len(specs)]), *self._expert_start()))
                 continue
+            if self.pool is None:
+                model, params0 = ctx.new_model(specs[(iteration * inits + s) % len(specs)]), None
+            else:
+                slot = pool_slots(iteration, inits, len(self.pool))[s]
+                model, params0 = self.pool.start(slot)
+            names = [n for n, _ in model.named_parameters()]
             reduce = self.reducer(rows, model, synthetic, labels)
             if teacher_logp is not None:
-                out.append((model, predictions_loss(model, names, xr, teacher_logp, p.distance.temperature, reduce),
-                            None))
+                outer = predictions_loss(model, names, xr, teacher_logp, p.distance.temperature, reduce)
             else:
-                out.append((model, test_error_loss(model, names, xr, yr, reduce), None))
+                outer = test_error_loss(model, names, xr, yr, reduce)
+            out.append((model, outer if self.pool is None else self.pool.record(slot, outer), params0))
         return out
+
+    def advance(self) -> None:
+        """After an outer iteration: the pool models used in it keep their trained parameters."""
+        if self.pool is not None:
+            self.pool.advance(self.ctx.problem.train.steps)
 
     def _expert_start(self) -> tuple[Outer, Tensors]:
         d, g = self.ctx.problem.distance, self.ctx.generator
@@ -205,6 +218,7 @@ def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: C
         loss, g = hyper(model, data, outer, params0)
         losses.append(loss)
         grads.append((data, g))
+    objective.advance()
     values = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
     total = risk(values)
     (weights,) = torch.autograd.grad(total, values)
@@ -227,7 +241,8 @@ def distill(ctx: RunContext) -> Distilled:
     opt = p.optimize
     outer_opt = make_optimizer(opt.optimizer, learned.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
     fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"
-    loop = ctx.loop(opt.iterations, {**learned.tensors, "opt": outer_opt},
+    pool = {} if objective.pool is None else {"pool": objective.pool}
+    loop = ctx.loop(opt.iterations, {**learned.tensors, "opt": outer_opt, **pool},
                     desc=f"bilevel ({p.optimize.hypergradient.kind})", fix=fix)
     for it in loop:
         outer_opt.zero_grad()

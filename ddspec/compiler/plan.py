@@ -73,7 +73,10 @@ class Plan:
         if self.analysis.has("optimize:exact"):
             return "W_S = W: the model fitted to D̂ equals the model fitted to D (closed form)"
         parts = [f"distance {p.distance.kind}" if p.distance else None, f"task {p.task.kind}" if p.task else None]
-        return ", ".join(x for x in parts if x) + f", risk {p.risk.kind} over {p.scenarios.inits} init(s)/iteration"
+        pool = p.scenarios.pool
+        starts = "init(s)" if pool is None else (f"warm start(s) from a pool of {pool.size} models, each re-initialised "
+                                                 f"after {pool.max_steps} inner steps,")
+        return ", ".join(x for x in parts if x) + f", risk {p.risk.kind} over {p.scenarios.inits} {starts} per iteration"
 
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data (written to ``plan.json``)."""
