@@ -238,7 +238,9 @@ def main() -> None:
              "distilled data under the examples' protocol (300 epochs, SGD lr 0.01, momentum 0.9, no augmentation), "
              "mean ± sample std over 3 seeds. Distill seconds include training experts / teachers. One thread. "
              "Targets: 10 per class >= 0.70, 1 per class >= 0.40; torch_func >= 1.5x faster than higher with no "
-             "more peak memory.")
+             "more peak memory. Learners: test accuracy of the example's model trained on all real training data, "
+             "mean ± std over 3 seeds. With --collect the rows come from the named result files, each measured at "
+             "the date that file records.")
     save(args.name, "Bilevel backend", text, [{**r, "table": "accuracy"} for r in accuracy]
          + [{**r, "table": "engines"} for r in engines] + [{**r, "table": "learners"} for r in learners], notes)
 
