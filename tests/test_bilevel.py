@@ -10,8 +10,11 @@ from safetensors.torch import load_file
 
 import ddspec
 from ddspec.components.experts import EXPERTS, TEACHER
+from ddspec.components.parameterization import channel_stats
 from ddspec.components.risks import mean, worst
+from ddspec.components.unroll import unit_norm
 from ddspec.errors import WellPosednessError
+from ddspec.registry import DATA
 from ddspec.spec.risk import MaxRisk, MeanRisk
 
 
@@ -168,3 +171,22 @@ def test_group_cvar_with_attribute_groups_on_digits_shift(bilevel_spec, tmp_path
     result = run(bilevel_spec, tmp_path / "a", "data={kind: digits_shift}",
                  "risk={kind: group_cvar, groups: {kind: attribute}}")
     assert torch.isfinite(result.x).all()
+
+
+def test_unit_norm_by_hand() -> None:
+    g = unit_norm([torch.tensor([3.0]), torch.tensor([[0.0, 4.0]])])
+    assert torch.allclose(g[0], torch.tensor([0.6])) and torch.allclose(g[1], torch.tensor([[0.0, 0.8]]))
+    assert torch.equal(unit_norm([torch.zeros(2)])[0], torch.zeros(2))
+
+
+def test_normalized_hypergradient_moves_each_step_by_the_lr(bilevel_spec, tmp_path) -> None:
+    """Plain SGD on z with x = μ + σz and one scenario: dL/dz = σ ĝ with ‖ĝ‖ = 1, so every outer step moves x
+    by exactly lr·σ² (σ: the data's one channel std)."""
+    overrides = ("optimize.hypergradient={kind: unrolled, normalize: true}", "optimize.optimizer=sgd",
+                 "optimize.momentum=0", "optimize.lr=0.5")
+    one = run(bilevel_spec, tmp_path / "one", "optimize.iterations=1", *overrides).x
+    two = run(bilevel_spec, tmp_path / "two", "optimize.iterations=2", *overrides).x
+    sigma = float(channel_stats(DATA.build(ddspec.load(bilevel_spec).data).x_train)[1])
+    assert float((two - one).norm()) == pytest.approx(0.5 * sigma**2, rel=1e-5)
+    plain = run(bilevel_spec, tmp_path / "plain", "optimize.iterations=2", *overrides[1:]).x
+    assert not torch.allclose(plain, two)

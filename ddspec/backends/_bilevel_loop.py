@@ -32,6 +32,7 @@ from ddspec.components.unroll import (
     Outer,
     Tensors,
     checkpointed_hypergradient,
+    unit_norm,
     unrolled_hypergradient,
 )
 from ddspec.registry import RISKS
@@ -208,15 +209,18 @@ def inner_batches(ctx: RunContext, n: int, steps: int) -> list[torch.Tensor | No
 
 def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: Callable[..., Any],
                risk: Callable[[torch.Tensor], torch.Tensor], iteration: int) -> float:
-    """One outer iteration: per scenario the loss and hypergradient; R_ω's weights w_s = ∂R/∂ℓ_s combine
-    them; the chain rule to the learned tensors runs once. Returns R_ω(ℓ)."""
+    """One outer iteration: per scenario the loss and hypergradient g_s (g_s/‖g_s‖ with
+    ``hypergradient.normalize``); R_ω's weights w_s = ∂R/∂ℓ_s combine them; the chain rule to the learned
+    tensors runs once. Returns R_ω(ℓ)."""
     p = ctx.problem
     losses, grads = [], []
+    normalize = p.optimize.hypergradient.normalize
     synthetic = (learned.mean + learned.std * learned.z).detach()
     for model, outer, params0 in objective.scenarios(iteration, synthetic, learned.y):
         data = learned.inner_data(p.train.lr, p.train.steps, inner_batches(ctx, len(learned.z), p.train.steps))
         loss, g = hyper(model, data, outer, params0)
         losses.append(loss)
+        g = unit_norm(g) if normalize else g
         grads.append((data, g))
     objective.advance()
     values = torch.tensor(losses, dtype=torch.float64, requires_grad=True)

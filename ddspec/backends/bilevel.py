@@ -108,6 +108,8 @@ class BilevelBackend(Backend):
         hyper = p.optimize.hypergradient
         kind = hyper.kind if hyper is not None else "unrolled"
         tracked, how = self._tracked_steps(hyper, k)
+        if hyper is not None and hyper.normalize:
+            how += ", each scenario's hypergradient normalized to norm 1"
         step_flops = 2 * TRAIN_FACTOR * flops * batch
         outer = TRAIN_FACTOR * flops * real
         if kind == "implicit":

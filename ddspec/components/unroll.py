@@ -194,6 +194,12 @@ def grads_or_zeros(output: torch.Tensor | Tensors, inputs: Sequence[torch.Tensor
     return [torch.zeros_like(i) if g is None else g for i, g in zip(inputs, grads)]
 
 
+def unit_norm(grads: Sequence[torch.Tensor]) -> Tensors:
+    """g / ‖g‖ with ‖g‖² = Σ_i ‖g_i‖² over all the tensors (all zeros stay zeros)."""
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+    return [g / norm.to(g.dtype) if norm > 0 else g for g in grads]
+
+
 def unrolled_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRecipe, outer: Outer,
                            engine: str = "torch_func", track_from: int = 0,
                            params0: Sequence[torch.Tensor] | None = None) -> tuple[float, Tensors]:

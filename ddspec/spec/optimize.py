@@ -26,7 +26,16 @@ class AugmentationSpec(SpecModel):
     noise: float = Field(0.05, ge=0, le=10, description="Std of additive Gaussian noise, in data units.")
 
 
-class UnrolledHypergradient(SpecModel):
+class HypergradientBase(SpecModel):
+    """What every hypergradient kind shares."""
+
+    normalize: bool = Field(
+        False, description="Divide each scenario's hypergradient by its norm (over all learned tensors) before the "
+        "risk combines them, so that no scenario with an exploding hypergradient dominates a step.",
+    )
+
+
+class UnrolledHypergradient(HypergradientBase):
     """Differentiate through the K inner steps (reverse mode through the unrolled training).
 
     ``truncate``: backpropagate through the last T steps only (the first K − T run without a graph).
@@ -43,7 +52,7 @@ class UnrolledHypergradient(SpecModel):
     )
 
 
-class ImplicitHypergradient(SpecModel):
+class ImplicitHypergradient(HypergradientBase):
     """Implicit function theorem at the trained inner solution θ* (∇θ L_train(θ*, D̂) = 0):
 
     dL/dD̂ = ∂L/∂D̂ − ∂²L_train/∂D̂∂θ · v,  with (H + δI) v = ∇θ L_out(θ*),  H = ∇²θ L_train(θ*, D̂),
