@@ -83,8 +83,20 @@ def create(ctx: RunContext) -> Learned:
 
 
 def hypergradient_fn(problem: Any, recipe: InnerRecipe) -> Callable[..., tuple[float, Tensors]]:
-    """(model, data, outer, params0) → (loss, dL/d data.leaves()) as ``optimize.hypergradient`` declares."""
+    """(model, data, outer, params0) → (loss, dL/d data.leaves()) as ``optimize.hypergradient`` declares (divided
+    by its norm with ``normalize``)."""
     h = problem.optimize.hypergradient
+    hyper = _raw_hypergradient_fn(h, recipe)
+    if not h.normalize:
+        return hyper
+
+    def normalized(model: nn.Module, data: InnerData, outer: Outer, params0: Tensors | None) -> tuple[float, Tensors]:
+        loss, grads = hyper(model, data, outer, params0)
+        return loss, unit_norm(grads)
+    return normalized
+
+
+def _raw_hypergradient_fn(h: Any, recipe: InnerRecipe) -> Callable[..., tuple[float, Tensors]]:
     if h.kind == "implicit":
         return lambda model, data, outer, params0: implicit_hypergradient(
             model, data, recipe, outer, h.solver, h.iterations, h.damping, h.neumann_step, params0)
@@ -168,22 +180,22 @@ class Objective:
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_logp = F.log_softmax(self.teacher(xr) / p.distance.temperature, dim=1)
+        slots = None if self.pool is None else pool_slots(iteration, inits, len(self.pool))
         for s in range(inits):
-            if self.trajectory:
-                out.append((ctx.new_model(specs[(iteration * inits + s) % len(specs)]), *self._expert_start()))
-                continue
-            if self.pool is None:
+            if slots is None:
                 model, params0 = ctx.new_model(specs[(iteration * inits + s) % len(specs)]), None
             else:
-                slot = pool_slots(iteration, inits, len(self.pool))[s]
-                model, params0 = self.pool.start(slot)
+                model, params0 = self.pool.start(slots[s])
+            if self.trajectory:  # (never with a pool: POOL_UNUSED)
+                out.append((model, *self._expert_start()))
+                continue
             names = [n for n, _ in model.named_parameters()]
             reduce = self.reducer(rows, model, synthetic, labels)
             if teacher_logp is not None:
                 outer = predictions_loss(model, names, xr, teacher_logp, p.distance.temperature, reduce)
             else:
                 outer = test_error_loss(model, names, xr, yr, reduce)
-            out.append((model, outer if self.pool is None else self.pool.record(slot, outer), params0))
+            out.append((model, outer if slots is None else self.pool.record(slots[s], outer), params0))
         return out
 
     def advance(self) -> None:
@@ -209,18 +221,15 @@ def inner_batches(ctx: RunContext, n: int, steps: int) -> list[torch.Tensor | No
 
 def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: Callable[..., Any],
                risk: Callable[[torch.Tensor], torch.Tensor], iteration: int) -> float:
-    """One outer iteration: per scenario the loss and hypergradient g_s (g_s/‖g_s‖ with
-    ``hypergradient.normalize``); R_ω's weights w_s = ∂R/∂ℓ_s combine them; the chain rule to the learned
-    tensors runs once. Returns R_ω(ℓ)."""
+    """One outer iteration: per scenario the loss and hypergradient; R_ω's weights w_s = ∂R/∂ℓ_s combine
+    them; the chain rule to the learned tensors runs once. Returns R_ω(ℓ)."""
     p = ctx.problem
     losses, grads = [], []
-    normalize = p.optimize.hypergradient.normalize
     synthetic = (learned.mean + learned.std * learned.z).detach()
     for model, outer, params0 in objective.scenarios(iteration, synthetic, learned.y):
         data = learned.inner_data(p.train.lr, p.train.steps, inner_batches(ctx, len(learned.z), p.train.steps))
         loss, g = hyper(model, data, outer, params0)
         losses.append(loss)
-        g = unit_norm(g) if normalize else g
         grads.append((data, g))
     objective.advance()
     values = torch.tensor(losses, dtype=torch.float64, requires_grad=True)

@@ -20,13 +20,13 @@ Tensors = list[torch.Tensor]
 
 
 class ModelPool:
-    """``size`` models built by ``make(m)`` (fresh initialisations); see the module docstring."""
+    """``size`` models built by ``make(m)`` (fresh initialisations); each module holds its θ^m (see the module
+    docstring)."""
 
     def __init__(self, make: Callable[[int], nn.Module], size: int, max_steps: int) -> None:
         self.make = make
         self.max_steps = max_steps
         self.models = [make(m) for m in range(size)]
-        self.params: list[Tensors] = [[p.detach().clone() for p in model.parameters()] for model in self.models]
         self.ages = torch.zeros(size, dtype=torch.int64)
         self.lifetimes = torch.tensor([math.ceil((m + 1) * max_steps / size) for m in range(size)])
         self._pending: dict[int, Tensors] = {}
@@ -34,17 +34,19 @@ class ModelPool:
     def __len__(self) -> int:
         return len(self.models)
 
+    @property
+    def params(self) -> list[Tensors]:
+        """θ^m of every model (its module's parameters, detached)."""
+        return [[p.detach() for p in model.parameters()] for model in self.models]
+
     def start(self, m: int) -> tuple[nn.Module, Tensors]:
-        """(model m holding its current parameters θ^m, θ^m): a scenario's network and θ_0."""
-        with torch.no_grad():
-            for p, value in zip(self.models[m].parameters(), self.params[m]):
-                p.copy_(value)
-        return self.models[m], self.params[m]
+        """(model m, θ^m): a scenario's network and θ_0."""
+        return self.models[m], [p.detach() for p in self.models[m].parameters()]
 
     def record(self, m: int, outer: Callable[[Tensors], torch.Tensor]) -> Callable[[Tensors], torch.Tensor]:
         """``outer`` that also keeps the parameters it is evaluated at (θ_K) as model m's next state."""
         def recorded(params: Tensors) -> torch.Tensor:
-            self._pending[m] = [p.detach().clone() for p in params]
+            self._pending[m] = [p.detach() for p in params]
             return outer(params)
         return recorded
 
@@ -52,22 +54,23 @@ class ModelPool:
         """Commit the recorded θ_K of every model used this iteration (``steps`` inner steps each); re-initialise
         the models whose age reaches their lifetime."""
         for m, params in sorted(self._pending.items()):
-            self.params[m] = params
             self.ages[m] += steps
             if self.ages[m] >= self.lifetimes[m]:
-                fresh = self.make(m)
-                self.params[m] = [p.detach().clone() for p in fresh.parameters()]
+                params = list(self.make(m).parameters())
                 self.ages[m] = 0
                 self.lifetimes[m] = self.max_steps
+            with torch.no_grad():
+                for p, value in zip(self.models[m].parameters(), params):
+                    p.copy_(value)
         self._pending.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"params": [list(p) for p in self.params], "ages": self.ages.clone(),
+        return {"models": [model.state_dict() for model in self.models], "ages": self.ages.clone(),
                 "lifetimes": self.lifetimes.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.params[0][0].device
-        self.params = [[p.to(device) for p in params] for params in state["params"]]
+        for model, saved in zip(self.models, state["models"]):
+            model.load_state_dict(saved)
         self.ages = state["ages"].clone()
         self.lifetimes = state["lifetimes"].clone()
 
