@@ -4,7 +4,7 @@ unroll engines' speed and memory — two tables, one run.
 Accuracy: MNIST-1D at 1 and 10 samples per class, each method under the examples' evaluation protocol
 (final epoch, mean ± std over 3 seeds): random real (coreset), DM (the best matching method in
 benchmarks/results/matching.md), and the bilevel examples (test error, learned labels and lrs), and
-trajectory matching at 10 per class.
+trajectory matching and the ridge-head hypergradient with a model pool (FRePo) at 10 per class.
 
 Learners: what the inner learner can reach at all. The ConvNet trained on all 4000 real training
 samples (random batches of 256) for K steps of the examples' inner recipe (SGD, lr 0.05, momentum 0.9)
@@ -28,6 +28,9 @@ the step — torch.cuda.max_memory_allocated on CUDA, the growth of the process'
     .venv/bin/python benchmarks/bilevel.py --ipc 10 --skip-engines --name bilevel_10; wait
     .venv/bin/python benchmarks/bilevel.py --skip-accuracy --name bilevel_engines   # on an idle machine
     .venv/bin/python benchmarks/bilevel.py --collect bilevel_1 bilevel_10 bilevel_engines
+    # one row again, replacing the earlier one in the collected table:
+    .venv/bin/python benchmarks/bilevel.py --ipc 10 --methods "ridge head" --skip-engines --skip-learners \
+        --name bilevel_ridge_head
 """
 
 from __future__ import annotations
@@ -55,13 +58,17 @@ ROWS = [  # (per class, method, spec, overrides)
     (10, "bilevel, test error", "mnist1d_bilevel.yaml", []),
     (10, "bilevel, teacher predictions", "mnist1d_bilevel_predictions.yaml", []),
     (10, "bilevel, trajectory", "mnist1d_trajectory.yaml", []),
+    (10, "bilevel, ridge head + pool", "mnist1d_bilevel.yaml",
+     ["optimize.hypergradient={kind: ridge_head}", "scenarios.pool={size: 10, max_steps: 300}", "train.steps=10",
+      "train.learn_lr=false", "synthetic.learn_labels=false", "optimize.iterations=1000"]),
 ]
 
 
-def accuracy_rows(ipcs: list[int]) -> list[dict]:
+def accuracy_rows(ipcs: list[int], methods: list[str] | None) -> list[dict]:
     rows = []
+    chosen = [r for r in ROWS if r[0] in ipcs and (not methods or any(m in r[1] for m in methods))]
     with tempfile.TemporaryDirectory() as tmp:
-        for ipc, method, spec, overrides in [r for r in ROWS if r[0] in ipcs]:
+        for ipc, method, spec, overrides in chosen:
             metrics, _ = run_spec(EXAMPLES / spec, overrides, Path(tmp))
             rows.append({"ipc": ipc, "method": method, "spec": spec, "overrides": overrides, **metrics})
             print(f"ipc={ipc} {method}: {pm(metrics['accuracy'])}, {metrics['distill_seconds']:.1f} s", flush=True)
@@ -191,6 +198,7 @@ def main() -> None:
     parser.add_argument("--skip-engines", action="store_true")
     parser.add_argument("--skip-learners", action="store_true")
     parser.add_argument("--ipc", nargs="+", type=int, default=[1, 10])
+    parser.add_argument("--methods", nargs="+", metavar="TEXT", help="only the accuracy rows whose method contains TEXT")
     parser.add_argument("--collect", nargs="+", metavar="NAME",
                         help="take the rows of earlier runs; a later NAME's row replaces an earlier one's")
     parser.add_argument("--repeats", type=int, default=5)
@@ -206,7 +214,7 @@ def main() -> None:
     engines = [r for r in collected if r["table"] == "engines"]
     learners = [r for r in collected if r["table"] == "learners"]
     if not args.collect and not args.skip_accuracy:
-        accuracy = accuracy_rows(args.ipc)
+        accuracy = accuracy_rows(args.ipc, args.methods)
     if not learners and not args.skip_learners:
         learners = learner_rows()
     if not engines and not args.skip_engines:

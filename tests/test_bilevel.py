@@ -42,6 +42,8 @@ def test_explain_shows_truncation_checkpointing_and_implicit(bilevel_spec) -> No
     assert "last 2 steps tracked" in text and "checkpoint every 1 steps" in text
     text = compiled(bilevel_spec, "optimize.hypergradient={kind: implicit, solver: neumann}").explain()
     assert "implicit (neumann" in text
+    text = compiled(bilevel_spec, "optimize.hypergradient={kind: ridge_head, ridge: 0.01}").explain()
+    assert "ridge head (last layer in closed form, λ = 0.01" in text
 
 
 def test_memory_estimate_scales_with_the_unroll_and_warns_when_too_large(bilevel_spec) -> None:
@@ -66,6 +68,9 @@ def test_memory_estimate_scales_with_the_unroll_and_warns_when_too_large(bilevel
     (["task={kind: predictions}", "distance={kind: mmd}"], "TASK_DISTANCE_MISMATCH"),
     (["task=null", "distance={kind: trajectory, expert_epochs: 3, max_start_epoch: 2}"], "TRAJECTORY_SPAN"),
     (["task=null", "distance={kind: trajectory}", "optimize.hypergradient={kind: implicit}"],
+     "TRAJECTORY_NEEDS_UNROLL"),
+    (["optimize.hypergradient={kind: ridge_head}", "train.learn_lr=true"], "LR_NOT_LEARNABLE"),
+    (["task=null", "distance={kind: trajectory}", "optimize.hypergradient={kind: ridge_head}"],
      "TRAJECTORY_NEEDS_UNROLL"),
     (["task=null", "distance={kind: feature_mean}", "train.learn_lr=true"], "LR_NOT_LEARNABLE"),
 ])
@@ -118,6 +123,16 @@ def test_implicit_and_max_risk_over_architectures(bilevel_spec, tmp_path) -> Non
     assert torch.isfinite(result.x).all()
     rows = json.loads((tmp_path / "i" / "history.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["loss"] > 0 for r in rows)
+
+
+def test_ridge_head_run_with_a_pool_learns_labels_and_is_deterministic(bilevel_spec, tmp_path) -> None:
+    overrides = ("optimize.hypergradient={kind: ridge_head}", "synthetic.learn_labels=true",
+                 "scenarios.pool={size: 2, max_steps: 7}", "optimize.iterations=4")
+    a = run(bilevel_spec, tmp_path / "a", *overrides)
+    b = run(bilevel_spec, tmp_path / "b", *overrides)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    init = run(bilevel_spec, tmp_path / "init", *overrides[:3], "optimize.iterations=1")
+    assert not torch.equal(init.x, a.x) and not torch.equal(init.y, a.y)
 
 
 def test_predictions_task_trains_and_caches_a_teacher(bilevel_spec, tmp_path) -> None:

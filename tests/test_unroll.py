@@ -22,12 +22,7 @@ from ddspec.components.unroll import (
 K = 5
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def problem(optimizer: str, momentum: float, seed: int = 0, soft: bool = True):

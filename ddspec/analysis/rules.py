@@ -141,14 +141,17 @@ def hypergradient_options_fit(a: Analysis) -> Iterable[Finding]:
             yield Finding("TRUNCATE_NOT_BELOW_STEPS", "optimize.hypergradient.truncate",
                           f"truncate {h.truncate} >= train.steps {steps} tracks every step (no truncation)",
                           f"use truncate < {steps}, or remove truncate")
-    if h is not None and h.kind == "implicit":
+    if h is not None and h.kind in ("implicit", "ridge_head"):
+        why = {"implicit": "the implicit hypergradient differentiates the trained solution, which does not depend on "
+                           "the inner lrs",
+               "ridge_head": "the ridge-head hypergradient holds the trained body constant, so the inner lrs receive "
+                             "no gradient"}[h.kind]
         if learn_lr:
-            yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", "the implicit hypergradient differentiates the trained "
-                          "solution, which does not depend on the inner lrs", "set train.learn_lr: false, or use "
+            yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", why, "set train.learn_lr: false, or use "
                           "optimize.hypergradient: {kind: unrolled}")
         if a.kind("distance") == "trajectory":
             yield Finding("TRAJECTORY_NEEDS_UNROLL", "optimize.hypergradient", "trajectory matching compares the "
-                          "parameters after N steps, not at a stationary point", "use optimize.hypergradient: {kind: unrolled}")
+                          "parameters after N differentiable steps", "use optimize.hypergradient: {kind: unrolled}")
     if learn_lr and a.has("distance:surrogate") and a.kind("distance") != "trajectory":
         yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", f"`{p.distance.kind}` does not differentiate through "
                       "the inner steps, so their lrs receive no gradient", "set train.learn_lr: false")

@@ -25,6 +25,7 @@ from ddspec.components.implicit import implicit_hypergradient
 from ddspec.components.init import init_synthetic
 from ddspec.components.model_pool import ModelPool, pool_slots
 from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.ridge_head import ridge_head_hypergradient
 from ddspec.components.risks import group_objective
 from ddspec.components.unroll import (
     InnerData,
@@ -97,6 +98,9 @@ def hypergradient_fn(problem: Any, recipe: InnerRecipe) -> Callable[..., tuple[f
 
 
 def _raw_hypergradient_fn(h: Any, recipe: InnerRecipe) -> Callable[..., tuple[float, Tensors]]:
+    if h.kind == "ridge_head":
+        return lambda model, data, outer, params0: ridge_head_hypergradient(model, data, recipe, outer, h.ridge,
+                                                                                 h.target_scale, params0)
     if h.kind == "implicit":
         return lambda model, data, outer, params0: implicit_hypergradient(
             model, data, recipe, outer, h.solver, h.iterations, h.damping, h.neumann_step, params0)

@@ -114,6 +114,8 @@ class BilevelBackend(Backend):
         outer = TRAIN_FACTOR * flops * real
         if kind == "implicit":
             per_scenario = k * TRAIN_FACTOR * flops * batch + outer + 2 * hyper.iterations * step_flops
+        elif kind == "ridge_head":
+            per_scenario = (k + 1) * TRAIN_FACTOR * flops * batch + outer
         else:
             checkpointed = hyper is not None and hyper.checkpoint_every is not None
             per_scenario = k * step_flops * (2 if checkpointed else 1) + outer
@@ -147,6 +149,9 @@ class BilevelBackend(Backend):
             return k, "unrolled (torch_func)"
         if hyper.kind == "implicit":
             return 1, f"implicit ({hyper.solver}, {hyper.iterations} Hessian-vector products)"
+        if hyper.kind == "ridge_head":
+            return 1, (f"ridge head (last layer in closed form, λ = {hyper.ridge:g}, target scale {hyper.target_scale:g}; "
+                       "K steps without a graph)")
         steps = min(hyper.truncate or k, k)
         how = f"unrolled ({hyper.engine}" + (f", last {steps} steps tracked" if hyper.truncate else "")
         if hyper.checkpoint_every:

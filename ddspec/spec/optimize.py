@@ -67,7 +67,24 @@ class ImplicitHypergradient(HypergradientBase):
     neumann_step: float = Field(0.01, gt=0, description="α of the Neumann series (needs α·λ_max(H) < 2).")
 
 
-HypergradientUnion = Annotated[Union[UnrolledHypergradient, ImplicitHypergradient], Field(discriminator="kind")]  # noqa: UP007
+class RidgeHeadHypergradient(HypergradientBase):
+    """The last layer in closed form (FRePo's neural feature regression): K inner steps without a graph, then
+    the linear head replaced by the ridge solution on the synthetic features,
+
+    W̃ = Φᵀ (Φ Φᵀ + λ̃ I)⁻¹ s·P,  Φ = [φ_θK(x), 1],  λ̃ = λ · tr(Φ Φᵀ)/n,  P: the label probabilities;
+
+    the hypergradient flows through W̃ and φ_θK(x) (θ_K itself is held constant). Cheap: no second-order
+    terms, memory of one forward pass; pair it with ``scenarios.pool`` so the features keep training."""
+
+    kind: Literal["ridge_head"] = "ridge_head"
+    ridge: float = Field(1e-4, gt=0, le=10, description="λ, relative to the mean squared feature norm tr(ΦΦᵀ)/n.")
+    target_scale: float = Field(
+        10.0, gt=0, le=1000, description="s: the head regresses s times the label probabilities, so its logits span "
+        "the range of a trained classifier's (s = 1 keeps the outer cross-entropy near log C).",
+    )
+
+
+HypergradientUnion = Annotated[Union[UnrolledHypergradient, ImplicitHypergradient, RidgeHeadHypergradient], Field(discriminator="kind")]  # noqa: UP007
 
 
 @OPTIMIZERS.register(capabilities=("gradient",))
