@@ -9,8 +9,9 @@ model, measures the distance, aggregates over ω with the risk, and steps on D̂
                                     | ‖θ_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖² (trajectory)
 
 with the hypergradient of ``optimize.hypergradient`` (unrolled — torch_func or higher, truncated,
-checkpointed — or implicit). Learnable: the inputs (held standardized, as in matching), soft labels
-(logits) and per-step inner learning rates (log). torch is imported by :mod:`._bilevel_loop` in ``run``.
+checkpointed — implicit, or the ridge head: the last layer in closed form). Learnable: the inputs
+(held standardized, as in matching), soft labels (logits) and per-step inner learning rates (log).
+torch is imported by :mod:`._bilevel_loop` in ``run``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ DEFAULT_STEPS = 20
 @register_backend
 class BilevelBackend(Backend):
     name = "bilevel"
-    summary = "differentiate through training: unrolled (torch.func or higher) or implicit hypergradients"
+    summary = "differentiate through training: unrolled (torch.func or higher), implicit or ridge-head hypergradients"
     preference = 40
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
