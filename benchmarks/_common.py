@@ -14,8 +14,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import ddspec  # noqa: E402
-from ddspec.runtime.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
+import ddspec
+from ddspec.runtime.artifacts import atomic_write_json, atomic_write_text
 
 
 def run_spec(spec: Path, overrides: list[str], workdir: Path) -> tuple[dict[str, Any], Any]:

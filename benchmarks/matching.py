@@ -48,7 +48,7 @@ def protocol(dataset: str, augment: bool) -> tuple:
     return problem, DATA.build(problem.data)
 
 
-def evaluate_with_augment(dataset: str, x, y) -> dict:  # noqa: ANN001
+def evaluate_with_augment(dataset: str, x, y) -> dict:
     """Accuracy when the evaluation models train with the example's augmentation ops."""
     from ddspec.evaluate.protocol import evaluate_distilled
 

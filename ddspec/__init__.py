@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Problem", "compile", "load", "__version__"]
+__all__ = ["Problem", "__version__", "compile", "load"]
 
 
 def __getattr__(name: str) -> Any:

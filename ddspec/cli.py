@@ -75,7 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schema(args: argparse.Namespace) -> int:  # noqa: ARG001
+def cmd_schema(args: argparse.Namespace) -> int:
     print(schema_json())
     return 0
 

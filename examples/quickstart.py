@@ -11,8 +11,15 @@ from pathlib import Path
 
 import ddspec
 from ddspec.spec import (
-    AugmentationSpec, BlurCorruption, ConvNet1dSpec, FeatureMeanDistance, GradientOptimize, InvertCorruption,
-    Mnist1dData, NoiseCorruption, SyntheticSpec,
+    AugmentationSpec,
+    BlurCorruption,
+    ConvNet1dSpec,
+    FeatureMeanDistance,
+    GradientOptimize,
+    InvertCorruption,
+    Mnist1dData,
+    NoiseCorruption,
+    SyntheticSpec,
 )
 
 

@@ -66,7 +66,7 @@ def test_kmeans_init_equals_sklearn_centres() -> None:
 
 def test_real_init_stays_in_data_range_and_is_seeded() -> None:
     data = toy_data()
-    draw = lambda seed: init_synthetic(problem(per_class=4), data, torch.Generator().manual_seed(seed))[0]  # noqa: E731
+    draw = lambda seed: init_synthetic(problem(per_class=4), data, torch.Generator().manual_seed(seed))[0]
     x = draw(4)
     assert data.x_train.min() <= x.min() and x.max() <= data.x_train.max()
     torch.testing.assert_close(x, draw(4), rtol=0, atol=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def test_distribution_matching_lowers_its_objective(distance: str, tmp_path: Pat
                optimize={"lr": 0.05, "iterations": 6, "real_batch_per_class": 1000})
     _, ctx = distill(raw, tmp_path)
     losses = [row["loss"] for row in ctx.loops[0].history]
-    assert all(b < a for a, b in zip(losses, losses[1:]))
+    assert all(b < a for a, b in itertools.pairwise(losses))
 
 
 def test_gradient_match_of_the_real_batch_itself_is_zero(tmp_path: Path) -> None:

@@ -39,10 +39,10 @@ class Plan:
         per = f"{syn.per_class} per class" if syn.per_class is not None else f"{syn.total} in total"
         lines = [
             f"ddspec plan: {p.name}",
-            f"  data        {p.data.kind}: {info.n_train} train / {info.n_test} test, input "
-            f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes (smallest: {min(info.class_counts)})",
-            f"  synthetic   {a.n_synthetic} samples ({per}), init {syn.init}, "
-            f"{'learned soft labels' if syn.learn_labels else 'fixed labels'}",
+            (f"  data        {p.data.kind}: {info.n_train} train / {info.n_test} test, input "
+             f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes (smallest: {min(info.class_counts)})"),
+            (f"  synthetic   {a.n_synthetic} samples ({per}), init {syn.init}, "
+             f"{'learned soft labels' if syn.learn_labels else 'fixed labels'}"),
             f"  model       {_describe(p.model)}",
             f"  objective   {self._objective()}",
             f"  backend     {self.backend}: {self.reason}",
@@ -103,7 +103,7 @@ class Plan:
         return run_plan(self, Path(out), resume=resume)
 
 
-def compile(problem: Any) -> Plan:  # noqa: A001  (the verb users know from cvxpy)
+def compile(problem: Any) -> Plan:
     """Analyse ``problem``, check it, choose a backend and resolve defaults.
 
     Raises :class:`WellPosednessError` with every error finding, or

@@ -93,7 +93,7 @@ class Loop:
         return int(payload["iteration"])
 
     # -- iteration ---------------------------------------------------------------------------
-    def _request_stop(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+    def _request_stop(self, signum: int, frame: Any) -> None:
         if self._stop:  # second Ctrl-C: stop now, without a final checkpoint
             raise KeyboardInterrupt
         self._stop = True

@@ -19,7 +19,16 @@ import numpy as np
 
 from ddspec.errors import SpecError
 from ddspec.runtime.artifacts import (
-    DISTILLED, HISTORY, METRICS, PLAN, REPORT, SPEC, atomic_write_bytes, atomic_write_text, load_distilled, read_json,
+    DISTILLED,
+    HISTORY,
+    METRICS,
+    PLAN,
+    REPORT,
+    SPEC,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_distilled,
+    read_json,
 )
 
 SAMPLES_PNG = "samples.png"

@@ -3,7 +3,11 @@
 from ddspec.spec.data import DataInfo, DigitsData, IdxData, Mnist1dData, NpzData, TabularData, TorchvisionData
 from ddspec.spec.distance import FeatureMeanDistance, GradientMatchDistance, MMDDistance
 from ddspec.spec.evaluate import (
-    AccuracyMetric, BlurCorruption, ClusterMinMetric, InvertCorruption, NoiseCorruption,
+    AccuracyMetric,
+    BlurCorruption,
+    ClusterMinMetric,
+    InvertCorruption,
+    NoiseCorruption,
 )
 from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, LinearSpec, MLPSpec
 from ddspec.spec.optimize import AugmentationSpec, GradientOptimize, SelectOptimize

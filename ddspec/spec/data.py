@@ -127,7 +127,7 @@ class NpzData(SpecModel):
         return _info_from_labels(Path(self.path).stem, shape, arrays["y_train"], n_test, "data.path")
 
 
-def _info_from_labels(name: str, shape: tuple[int, ...], y, n_test: int, path: str) -> DataInfo:  # noqa: ANN001
+def _info_from_labels(name: str, shape: tuple[int, ...], y, n_test: int, path: str) -> DataInfo:
     import numpy as np
 
     y = np.asarray(y)

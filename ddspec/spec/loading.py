@@ -4,7 +4,6 @@ pydantic's errors into :class:`~ddspec.errors.SpecError` findings that name the 
 from __future__ import annotations
 
 import copy
-
 import difflib
 import types
 import typing

@@ -3,6 +3,7 @@ parameters and forward FLOPs analytically (for ``explain``'s estimates, without 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -98,8 +99,8 @@ class ConvNet1dSpec(ModelBase):
 
 
 def _dense_cost(sizes: list[int]) -> tuple[int, int, int]:
-    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    return params, 2 * sum(a * b for a, b in zip(sizes, sizes[1:])), sum(sizes)
+    params = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    return params, 2 * sum(a * b for a, b in itertools.pairwise(sizes)), sum(sizes)
 
 
 @MODELS.register(builder="ddspec.components.models:build_mlp", capabilities=("differentiable",))

@@ -12,7 +12,18 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, create_model, model_validator
 
 from ddspec.registry import (
-    BACKENDS, CORRUPTIONS, DATA, DISTANCES, METRICS, MODELS, OPTIMIZERS, RISKS, TASKS, TRAIN, Registry, load_backends,
+    BACKENDS,
+    CORRUPTIONS,
+    DATA,
+    DISTANCES,
+    METRICS,
+    MODELS,
+    OPTIMIZERS,
+    RISKS,
+    TASKS,
+    TRAIN,
+    Registry,
+    load_backends,
 )
 from ddspec.spec import data, distance, kernel, model, optimize, risk, task, train  # noqa: F401  (register kinds)
 from ddspec.spec.base import SpecModel
@@ -39,13 +50,13 @@ class ProblemBase(SpecModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_kinds(cls, data: Any) -> Any:
+    def _default_kinds(cls, values: Any) -> Any:
         """``train: {steps: 5}`` means ``train: {kind: gradient, steps: 5}`` (see :data:`DEFAULT_KINDS`)."""
-        if isinstance(data, dict):
+        if isinstance(values, dict):
             for section, kind in DEFAULT_KINDS.items():
-                if isinstance(data.get(section), dict) and "kind" not in data[section]:
-                    data = {**data, section: {"kind": kind, **data[section]}}
-        return data
+                if isinstance(values.get(section), dict) and "kind" not in values[section]:
+                    values = {**values, section: {"kind": kind, **values[section]}}
+        return values
 
     def to_yaml(self) -> str:
         """The spec as YAML (all defaults filled); ``ddspec.load`` of it gives an equal problem."""
@@ -57,18 +68,18 @@ class ProblemBase(SpecModel):
 def build_problem_model() -> type[ProblemBase]:
     """Create the Problem class from the current registries."""
     load_backends()
-    model = tagged_union(MODELS)
+    models = tagged_union(MODELS)
     scenarios = create_model(
         "Scenarios", __base__=ScenariosSpec, __doc__=ScenariosSpec.__doc__,
-        models=(list[model], ScenariosSpec.model_fields["models"]),
+        models=(list[models], ScenariosSpec.model_fields["models"]),
     )
     evaluate = create_model(
         "Evaluate", __base__=EvaluateSpec, __doc__=EvaluateSpec.__doc__,
-        models=(list[model], EvaluateSpec.model_fields["models"]),
+        models=(list[models], EvaluateSpec.model_fields["models"]),
         metrics=(list[tagged_union(METRICS)], EvaluateSpec.model_fields["metrics"]),
         corruptions=(list[tagged_union(CORRUPTIONS)], EvaluateSpec.model_fields["corruptions"]),
     )
-    backend_names = tuple(["auto", *sorted(BACKENDS)])
+    backend_names = ("auto", *sorted(BACKENDS))
 
     def section(registry: Registry, default: str | None, description: str) -> tuple[Any, Any]:
         union = tagged_union(registry)

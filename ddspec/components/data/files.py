@@ -39,13 +39,13 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array, not an .npz archive")
+            raise TypeError("it holds a single array, not an .npz archive")
         with loaded:
             present = loaded.files
             arrays = {k: loaded[k] for k in ARRAYS if k in present}
     except FileNotFoundError:
         raise missing_file(path, "data.path") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, TypeError, ValueError, zipfile.BadZipFile) as e:
         raise _invalid(path, "data.path", f"cannot be read as an .npz archive ({e})", _NPZ_FIX) from None
     missing = [k for k in ARRAYS if k not in arrays]
     if missing:
