@@ -32,11 +32,9 @@ from _common import markdown_table, save
 
 def measure(run: Path, inits: int, real: int, seed: int) -> dict:
     import torch
-    import torch.nn.functional as F
-    from torch.func import functional_call
 
     import ddspec
-    from ddspec.components.unroll import InnerData, InnerRecipe, unrolled_hypergradient
+    from ddspec.components.unroll import InnerData, InnerRecipe, train_loss, unrolled_hypergradient
     from ddspec.registry import DATA, MODELS
     from ddspec.runtime.artifacts import load_distilled
     from ddspec.runtime.device import seed_everything
@@ -50,14 +48,14 @@ def measure(run: Path, inits: int, real: int, seed: int) -> dict:
     x = distilled["x"].clone().requires_grad_(True)
     rows = torch.randperm(len(data.x_train), generator=generator)[:real]
     xr, yr = data.x_train[rows], data.y_train[rows]
-    recipe = InnerRecipe(t.optimizer, t.momentum if t.optimizer == "sgd" else 0.0, t.weight_decay, t.steps)
+    recipe = InnerRecipe.of(t)
     grads, losses = [], []
     for _ in range(inits):
         model = MODELS.build(problem.model, data.input_shape, data.num_classes)
         names = [n for n, _ in model.named_parameters()]
 
         def outer(params, model=model, names=names):
-            return F.cross_entropy(functional_call(model, dict(zip(names, params)), (xr,)), yr)
+            return train_loss(model, names, params, xr, yr)
 
         inner = InnerData(x, distilled["y"], lrs, [None] * t.steps)
         loss, (g,) = unrolled_hypergradient(model, inner, recipe, outer)

@@ -250,7 +250,7 @@ def distill(ctx: RunContext) -> Distilled:
     p = ctx.problem
     learned = create(ctx)
     t = p.train
-    recipe = InnerRecipe(t.optimizer, t.momentum if t.optimizer == "sgd" else 0.0, t.weight_decay, t.steps)
+    recipe = InnerRecipe.of(t)
     hyper = hypergradient_fn(p, recipe)
     objective = Objective(ctx)
     # group_cvar acts inside each scenario's loss (over groups of real data); scenarios are then averaged

@@ -15,7 +15,7 @@ import torch
 from ddspec.backends.base import Distilled
 from ddspec.components import krr
 from ddspec.components.init import init_synthetic
-from ddspec.components.kernel_models import feature_map, flat64, targets, torch_features
+from ddspec.components.kernel_models import feature_map, flat64, kernel_ridge_solve, targets, torch_features
 from ddspec.components.parameterization import channel_stats, make_optimizer
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
@@ -78,11 +78,7 @@ def kip(ctx: RunContext) -> Distilled:
         phi_t = torch_features(fm, data.x_train[rows].double().reshape(len(rows), -1))
         y_t = torch.nn.functional.one_hot(data.y_train[rows], data.num_classes).double()
         phi_s = torch_features(fm, (mean + std * z).reshape(len(z), -1))
-        if lam_s > 0:
-            gram = phi_s @ phi_s.T + lam_s * torch.eye(len(z), dtype=z.dtype, device=z.device)
-            w_t = phi_s.T @ torch.linalg.solve(gram, labels)
-        else:
-            w_t = torch.linalg.pinv(phi_s) @ labels
+        w_t = kernel_ridge_solve(phi_s, labels, lam_s)
         loss = 0.5 * ((y_t - phi_t @ w_t) ** 2).sum(1).mean()
         optimizer.zero_grad()
         loss.backward()

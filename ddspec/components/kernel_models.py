@@ -42,11 +42,25 @@ def flat64(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().reshape(len(x), -1).numpy()
 
 
+def target_rows(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Regression targets (n×k, differentiable): one-hot rows for class indices, the rows themselves otherwise."""
+    return torch.nn.functional.one_hot(y.long(), num_classes).to(dtype) if y.dim() == 1 else y.to(dtype)
+
+
 def targets(y: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Regression targets (n×k float64): one-hot rows for class indices, the rows themselves otherwise."""
-    if y.dim() == 1:
-        return np.eye(num_classes)[y.detach().cpu().long().numpy()]
-    return y.detach().cpu().double().numpy()
+    """:func:`target_rows` as float64 numpy."""
+    return target_rows(y.detach().cpu(), num_classes, torch.float64).numpy()
+
+
+def kernel_ridge_solve(phi: torch.Tensor, y: torch.Tensor, lam: float, relative: bool = False) -> torch.Tensor:
+    """Wᵀ = Φᵀ (Φ Φᵀ + λ̃ I)⁻¹ Y (the kernel form: an n × n solve; Φ⁺ Y for λ = 0), differentiable in Φ and Y;
+    λ̃ = λ, or λ · tr(Φ Φᵀ)/n with ``relative`` (invariant to the scale of Φ)."""
+    if lam == 0:
+        return torch.linalg.pinv(phi) @ y
+    gram = phi @ phi.T
+    if relative:
+        lam = lam * torch.diagonal(gram).sum() / len(phi)
+    return phi.T @ torch.linalg.solve(gram + lam * torch.eye(len(phi), dtype=phi.dtype, device=phi.device), y)
 
 
 class KernelRidge(nn.Module):

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ddspec.components.kernel_models import kernel_ridge_solve, target_rows
 from ddspec.components.unroll import (
     InnerData,
     InnerRecipe,
@@ -41,16 +41,8 @@ HEAD = ("head.weight", "head.bias")
 def ridge_head(features: torch.Tensor, targets: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight C × d, bias C) of argmin ‖φ W + b − Y‖² + λ̃(‖W‖² + b²), λ̃ = ``ridge`` · tr(ΦΦᵀ)/n."""
     phi = torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
-    gram = phi @ phi.T
-    n = gram.shape[0]
-    reg = ridge * torch.diagonal(gram).sum() / n
-    coef = phi.T @ torch.linalg.solve(gram + reg * torch.eye(n, dtype=gram.dtype, device=gram.device), targets)
+    coef = kernel_ridge_solve(phi, targets, ridge, relative=True)
     return coef[:-1].T, coef[-1]
-
-
-def probability_rows(targets: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Targets as N × C probability rows (one-hot for class indices)."""
-    return F.one_hot(targets, num_classes).to(dtype) if targets.dtype == torch.int64 else targets
 
 
 def ridge_head_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRecipe, outer: Outer, ridge: float,
@@ -60,7 +52,7 @@ def ridge_head_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRec
     params, _ = run_steps(model, names, params, init_buffers(recipe, params), data, recipe, 0, recipe.steps, False)
     body = {n[len("features."):]: p.detach() for n, p in zip(names, params) if n.startswith("features.")}
     features = functional_call(model.features, body, (data.x,)).flatten(1)
-    weight, bias = ridge_head(features, scale * probability_rows(data.targets, model.head.out_features, features.dtype),
+    weight, bias = ridge_head(features, scale * target_rows(data.targets, model.head.out_features, features.dtype),
                               ridge)
     head = dict(zip(HEAD, (weight, bias)))
     loss = outer([head.get(n, p.detach()) for n, p in zip(names, params)])

@@ -28,6 +28,7 @@ import copy
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,12 @@ class InnerRecipe:
     momentum: float
     weight_decay: float
     steps: int
+
+    @classmethod
+    def of(cls, train: Any) -> InnerRecipe:
+        """The recipe ``train`` (a gradient train spec) declares (momentum only for SGD)."""
+        return cls(train.optimizer, train.momentum if train.optimizer == "sgd" else 0.0, train.weight_decay,
+                   train.steps)
 
 
 @dataclass
@@ -197,7 +204,9 @@ def grads_or_zeros(output: torch.Tensor | Tensors, inputs: Sequence[torch.Tensor
 def unit_norm(grads: Sequence[torch.Tensor]) -> Tensors:
     """g / ‖g‖ with ‖g‖² = Σ_i ‖g_i‖² over all the tensors (all zeros stay zeros)."""
     norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
-    return [g / norm.to(g.dtype) if norm > 0 else g for g in grads]
+    if norm == 0:
+        return list(grads)
+    return [g / norm.to(g.dtype) for g in grads]
 
 
 def unrolled_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRecipe, outer: Outer,
