@@ -1,0 +1,85 @@
+"""Examples run: every examples/*.yaml, and examples/quickstart.py, distills and evaluates end to end
+when shrunk to a few seconds (same problem, backend and objective; fewer iterations, steps and epochs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddspec.cli import main
+from ddspec.runtime import artifacts as art
+from ddspec.spec.loading import load
+from tests.conftest import ROOT
+
+EXAMPLES = ROOT / "examples"
+FAST = ["evaluate.seeds=[0]", "evaluate.epochs=2", "runtime.device=cpu", "runtime.progress=false"]
+EXTRA = {  # what an example's own schedule would still make slow after tiny_overrides' rules
+    "digits_dc": ["optimize.outer_loop=1", "train.steps=1"],  # DC's default: 10 updates x 50 network steps
+    "mnist1d_bilevel_predictions": ["task.teacher_epochs=1"],
+    "mnist1d_trajectory": ["distance.experts=1", "distance.expert_epochs=2", "distance.max_start_epoch=1",
+                           "distance.expert_span=1"],
+}
+SLOW = {"digits_convex_logistic"}  # its extra metrics solve the full-data logistic problem with cvxpy (~20 s)
+
+
+def tiny_overrides(path: Path) -> list[str]:
+    """FAST, 2 outer iterations for gradient optimization, at most 2 inner steps, then the example's EXTRA."""
+    raw = yaml.safe_load(path.read_text())
+    overrides = list(FAST)
+    if raw["optimize"]["kind"] == "gradient":
+        overrides.append("optimize.iterations=2")
+    steps = raw.get("train", {}).get("steps")
+    if steps:
+        overrides.append(f"train.steps={min(steps, 2)}")
+    return overrides + EXTRA.get(path.stem, [])
+
+
+def assert_finished_run(out: Path) -> None:
+    """The artifact contract (docs/concepts.md#artifacts) of a run in ``out`` that evaluated seed 0."""
+    files = {p.name for p in out.iterdir()}
+    assert {art.DISTILLED, art.SPEC, art.PLAN, art.HISTORY, art.METRICS, art.REPORT} <= files
+    assert art.CHECKPOINT not in files
+    problem = load(out / art.SPEC)  # the resolved spec is itself a valid spec
+    tensors = art.load_distilled(out / art.DISTILLED)
+    x, y = tensors["x"], tensors["y"]
+    classes = y.shape[1] if y.dim() == 2 else len(y.unique())
+    assert len(x) == len(y) == problem.synthetic.per_class * classes and x.isfinite().all()
+    iterations = problem.optimize.iterations if problem.optimize.kind == "gradient" else 0
+    rows = art.read_json(out / art.HISTORY)["rows"]
+    assert [r["iteration"] for r in rows] == list(range(iterations))
+    metrics = art.read_json(out / art.METRICS)
+    assert metrics["seeds"] == [0]
+    kinds = {"accuracy", *(m.kind for m in problem.evaluate.metrics)}
+    assert kinds <= set(metrics) and set(metrics["corruptions"]) == {c.kind for c in problem.evaluate.corruptions}
+    for name, m in [*((k, metrics[k]) for k in kinds), *metrics["corruptions"].items()]:
+        assert len(m["values"]) == 1, name
+        assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in [m["mean"], *m["values"]]), (name, m)
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else [])
+    for p in sorted(EXAMPLES.glob("*.yaml"))
+])
+def test_example_runs(path: Path, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    sets = [arg for item in tiny_overrides(path) for arg in ("--set", item)]
+    assert main(["run", str(path), "--out", str(out), *sets]) == 0, capsys.readouterr().err
+    assert_finished_run(out)
+
+
+def test_quickstart_script_runs(tmp_path, monkeypatch, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("quickstart_script", EXAMPLES / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full = module.build_problem
+    overrides = tiny_overrides(EXAMPLES / "quickstart.yaml")
+    monkeypatch.setattr(module, "build_problem", lambda: load(full(), overrides))
+    monkeypatch.setattr(sys, "argv", ["quickstart.py", str(tmp_path / "run")])
+    module.main()
+    assert_finished_run(tmp_path / "run")
+    assert "accuracy" in capsys.readouterr().out
