@@ -20,13 +20,14 @@ from ddspec.runtime.artifacts import atomic_write_json, atomic_write_text
 
 def run_spec(spec: Path, overrides: list[str], workdir: Path) -> tuple[dict[str, Any], Any]:
     """Compile and run ``spec`` with ``overrides`` in a fresh folder under ``workdir``;
-    return (metrics with ``wall_seconds`` and ``backend`` added, the run's Result)."""
+    return (metrics with ``wall_seconds``, the plan's ``estimate_seconds`` and ``backend`` added, the run's Result)."""
     plan = ddspec.compile(ddspec.load(spec, [*overrides, "runtime.progress=false"]))
     out = Path(tempfile.mkdtemp(dir=workdir))
     start = time.perf_counter()
     result = plan.run(out=out)
     metrics = dict(result.metrics)
     metrics["wall_seconds"] = time.perf_counter() - start
+    metrics["estimate_seconds"] = plan.estimate.seconds
     metrics["backend"] = plan.backend
     return metrics, result
 

@@ -32,6 +32,23 @@ def test_compiler_picks_convex(convex_spec) -> None:
     assert "not differentiable training" in plan.rejected["bilevel"]
 
 
+def test_estimate_counts_the_solves_and_the_reference_solve(convex_spec) -> None:
+    """breast_cancer (30 features, 2 classes: q = 31 unknowns, 427 training rows), 4 synthetic samples: per
+    iteration a conic solve on 4 samples and a q³ KKT solve; once, the reference solve on the 427 real rows."""
+    from ddspec.backends.convex import CONIC_SLOWDOWN, IPM_ITERATIONS, SOLVE_OVERHEAD_S
+    from ddspec.compiler.estimate import THROUGHPUT
+
+    def estimate(iterations: int) -> float:
+        spec = {**convex_spec, "optimize": {**convex_spec["optimize"], "iterations": iterations}}
+        return ddspec.compile(ddspec.load(spec)).estimate.seconds
+
+    q, rate = 31, THROUGHPUT["cpu"]
+    per_iteration = IPM_ITERATIONS * CONIC_SLOWDOWN * 4 * q * q / rate + SOLVE_OVERHEAD_S + q**3 / rate
+    reference = IPM_ITERATIONS * CONIC_SLOWDOWN * 427 * q * q / rate + SOLVE_OVERHEAD_S
+    assert estimate(3) - estimate(1) == pytest.approx(2 * per_iteration)
+    assert estimate(1) == pytest.approx(per_iteration + reference)
+
+
 @pytest.mark.parametrize("train", [
     {"loss": "logistic", "penalty": "l2"},
     {"loss": "logistic", "penalty": "l1"},
