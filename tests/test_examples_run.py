@@ -24,7 +24,6 @@ EXTRA = {  # what an example's own schedule would still make slow after tiny_ove
     "mnist1d_trajectory": ["distance.experts=1", "distance.expert_epochs=2", "distance.max_start_epoch=1",
                            "distance.expert_span=1"],
 }
-SLOW = {"digits_convex_logistic"}  # its extra metrics solve the full-data logistic problem with cvxpy (~20 s)
 
 
 def tiny_overrides(path: Path) -> list[str]:
@@ -61,10 +60,7 @@ def assert_finished_run(out: Path) -> None:
         assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in [m["mean"], *m["values"]]), (name, m)
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else [])
-    for p in sorted(EXAMPLES.glob("*.yaml"))
-])
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_example_runs(path: Path, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     sets = [arg for item in tiny_overrides(path) for arg in ("--set", item)]
