@@ -86,8 +86,8 @@ def main() -> None:
                   f"vs full {metrics['accuracy_full_model']:.4f}", flush=True)
     exact = {r["dataset"]: r for r in rows if r["method"] == "exact"}
     table = markdown_table(
-        ["dataset", "method", "distill s (run)", "run wall s", "estimate s", "warm s", "full fit s (warm)", "warm / fit", "accuracy distilled",
-         "accuracy full", "agreement", "‖W_S − W‖/‖W‖", "vs exact time"],
+        ["dataset", "method", "distill s (run)", "run wall s", "estimate s", "warm s", "full fit s (warm)",
+         "warm / fit", "accuracy distilled", "accuracy full", "agreement", "‖W_S − W‖/‖W‖", "vs exact time"],
         [[r["dataset"], r["method"], f"{r['distill_seconds']:.4f}", f"{r['wall_seconds']:.2f}",
           f"{r['estimate_seconds']:.2f}",
           "—" if r.get("warm_seconds") is None else f"{r['warm_seconds']:.4f}",
@@ -109,8 +109,8 @@ def main() -> None:
              "examples' iterations; their 'accuracy distilled' is the convex model solved on the distilled set. "
              "'run wall s': the whole `ddspec run` (distill, evaluation, the convex rows' full-data reference "
              "solve); 'estimate s': what `ddspec explain` predicts for distillation plus that reference solve.")
-    keep = ("dataset", "method", "fit_seconds", "warm_seconds", "distill_seconds", "wall_seconds", "estimate_seconds", "accuracy_distilled_model", "accuracy_full_model",
-            "agreement", "w_rel_error", "accuracy")
+    keep = ("dataset", "method", "fit_seconds", "warm_seconds", "distill_seconds", "wall_seconds", "estimate_seconds",
+            "accuracy_distilled_model", "accuracy_full_model", "agreement", "w_rel_error", "accuracy")
     save("closed_form", "Closed-form KRR distillation, KIP and convex inner problems", table,
          [{k: r.get(k) for k in keep} for r in rows], notes)
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ddspec.cli import main
 from ddspec.runtime import artifacts as art
@@ -28,11 +27,11 @@ EXTRA = {  # what an example's own schedule would still make slow after tiny_ove
 
 def tiny_overrides(path: Path) -> list[str]:
     """FAST, 2 outer iterations for gradient optimization, at most 2 inner steps, then the example's EXTRA."""
-    raw = yaml.safe_load(path.read_text())
+    problem = load(path)
     overrides = list(FAST)
-    if raw["optimize"]["kind"] == "gradient":
+    if problem.optimize.kind == "gradient":
         overrides.append("optimize.iterations=2")
-    steps = raw.get("train", {}).get("steps")
+    steps = getattr(problem.train, "steps", None)
     if steps:
         overrides.append(f"train.steps={min(steps, 2)}")
     return overrides + EXTRA.get(path.stem, [])
