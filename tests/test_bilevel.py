@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import ddspec
 from ddspec.components.experts import EXPERTS, TEACHER
-from ddspec.components.parameterization import channel_stats
+from ddspec.components.synthetic import channel_stats
 from ddspec.components.risks import mean, worst
 from ddspec.components.unroll import unit_norm
 from ddspec.errors import WellPosednessError

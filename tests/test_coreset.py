@@ -46,7 +46,7 @@ def test_kcenter_order_by_hand() -> None:
 def test_backend_selects_with_the_method(tmp_path: Path) -> None:
     x, y = select("herding", tmp_path)
     ctx = context({"data": {"kind": "digits"}, "optimize": {"kind": "select"}, "runtime": {"progress": False}}, tmp_path)
-    idx = ctx.data.class_indices()[7]
+    idx = ctx.data.strata()[7]
     expected = ctx.data.x_train[idx[herding(ctx.data.x_train[idx].flatten(1), 3)]]
     torch.testing.assert_close(x[y == 7], expected, rtol=0, atol=0)
     assert y.dtype == torch.int64 and y.tolist() == [c for c in range(10) for _ in range(3)]

@@ -190,7 +190,7 @@ def test_grouped_class_distance_on_a_linear_model(tmp_path: Path) -> None:
     ctx = context(raw, tmp_path)
     data, c = ctx.data, 1
     xs, ys = [], []
-    for k, rows in enumerate(data.class_indices()):
+    for k, rows in enumerate(data.strata()):
         real = data.x_train[rows]
         far = real[(real - real.mean(0)).norm(dim=1).argmax()]
         xs += [real.mean(0), far]
@@ -199,7 +199,7 @@ def test_grouped_class_distance_on_a_linear_model(tmp_path: Path) -> None:
     net = ctx.new_model()
     got = loop.grouped_class_distance(m, net, c, 0, loop.embedding_distance(ctx.problem))
 
-    real = data.x_train[data.class_indices()[c]]
+    real = data.x_train[data.strata()[c]]
     syn = m.synthetic(c).detach()
     nearest = [int(((syn - r) ** 2).sum(1).argmin()) for r in real]
     assert sorted(set(nearest)) == [0, 1] and nearest.count(1) >= 1
@@ -222,7 +222,7 @@ def test_dm_groups_in_embedding_space_use_the_compared_features(tmp_path: Path, 
     ctx = context(with_(tiny_spec, risk={**NEAREST, "groups": {"kind": "nearest_synthetic", "space": "input"}}),
                   tmp_path / "input")
     m = loop.Matcher.create(ctx)
-    rows = ctx.data.class_indices()[c][:8]
+    rows = ctx.data.strata()[c][:8]
     x, s = ctx.data.x_train[rows], m.synthetic(c).detach()
     want = [int(((s - xi) ** 2).sum((1, 2, 3)).argmin()) for xi in x]
     assert m.class_groups(c, rows, real, syn).tolist() == want
@@ -279,7 +279,10 @@ def test_spec_defaults_and_scenario_builder() -> None:
     assert (spec.alpha, spec.mean_weight, spec.max_weight, spec.ce_weight) == (0.8, 1.0, 1.0, 1.0)
     assert spec.groups.kind == "nearest_synthetic" and spec.groups.space == "embedding"
     losses = torch.arange(1.0, 11.0)
-    assert RISKS.build(GroupCVaRRisk(alpha=0.2))(losses).item() == pytest.approx(2 * 9.5)
+    risk = RISKS.build(GroupCVaRRisk(alpha=0.2))
+    assert risk.grouped and risk.over_scenarios(losses).item() == pytest.approx(5.5)  # scenarios are averaged
+    groups = torch.tensor([0] * 5 + [1] * 5)  # CVaR_0.2 per group: 5 and 10; mean 7.5 + max 10 + CE 5.5
+    assert risk.within(losses, groups, 2).item() == pytest.approx(7.5 + 10 + 5.5)
     for bad in ({"alpha": 0}, {"alpha": 1.5}, {"max_weight": -1}, {"groups": {"kind": "voronoi"}}):
         with pytest.raises(SpecError):
             ddspec.load({"data": {"kind": "digits"}, "distance": {"kind": "feature_mean"},

@@ -18,7 +18,7 @@ from ddspec.analysis.facts import analyse
 from ddspec.backends._matching_loop import Matcher, class_gradient_distance
 from ddspec.backends.base import Distilled
 from ddspec.backends.matching import MatchingBackend, dc_schedule
-from ddspec.components.parameterization import label_scale
+from ddspec.components.synthetic import label_scale
 from ddspec.errors import DivergenceError, RunError, SpecError
 from ddspec.registry import DATA
 from ddspec.runtime.context import RunContext
@@ -173,7 +173,7 @@ def test_gradient_match_of_the_real_batch_itself_is_zero(tmp_path: Path) -> None
         "real_batch_per_class": 1000, "augmentation": {"ops": ["crop", "scale", "rotate"]},
     }), tmp_path)
     data, c = ctx.data, 3
-    rows = data.class_indices()[c]
+    rows = data.strata()[c]
     x, y = data.x_train[rows], data.y_train[rows]
     net = ctx.new_model()
     assert class_gradient_distance(Matcher.starting_at(ctx, x, y), net, c, True).item() < 1e-3

@@ -24,7 +24,8 @@ from ddspec.components.groups import fixed_groups, real_row_groups
 from ddspec.components.implicit import implicit_hypergradient
 from ddspec.components.init import init_synthetic
 from ddspec.components.model_pool import ModelPool, pool_slots
-from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.parameterization import make_optimizer
+from ddspec.components.synthetic import channel_stats, label_logits
 from ddspec.components.ridge_head import ridge_head_hypergradient
 from ddspec.components.risks import group_objective
 from ddspec.components.unroll import (
@@ -118,7 +119,7 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 def real_rows(ctx: RunContext) -> torch.Tensor:
     """Indices of ``optimize.real_batch_per_class`` random real samples of every class."""
     return torch.cat([ctx.sample_real(idx, ctx.problem.optimize.real_batch_per_class)
-                      for idx in ctx.data.class_indices()])
+                      for idx in ctx.data.strata()])
 
 
 def predictions_loss(model: nn.Module, names: list[str], xr: torch.Tensor, teacher_logp: torch.Tensor,
@@ -254,7 +255,7 @@ def distill(ctx: RunContext) -> Distilled:
     hyper = hypergradient_fn(p, recipe)
     objective = Objective(ctx)
     # group_cvar acts inside each scenario's loss (over groups of real data); scenarios are then averaged
-    risk = RISKS.build(MeanRisk() if p.risk.kind == "group_cvar" else p.risk)
+    risk = RISKS.build(p.risk)
     opt = p.optimize
     outer_opt = make_optimizer(opt.optimizer, learned.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
     fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"

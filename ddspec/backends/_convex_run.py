@@ -12,7 +12,8 @@ from ddspec.backends.base import Distilled
 from ddspec.components import convex
 from ddspec.components.init import init_synthetic
 from ddspec.components.kernel_models import flat64
-from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.parameterization import make_optimizer
+from ddspec.components.synthetic import channel_stats, label_logits
 from ddspec.runtime.context import RunContext
 
 KINDS = {("logistic", "l2"): "logistic_l2", ("logistic", "l1"): "logistic_l1", ("svm", "l2"): "svm",
@@ -58,7 +59,7 @@ def distill(ctx: RunContext) -> Distilled:
         y = y0 if logits is None else labels_for(model, torch.softmax(logits, 1))
         X_s, Y_s = x.detach().cpu().numpy(), y.detach().cpu().numpy()
         solution = convex.solve(model, X_s, Y_s)
-        rows = torch.cat([ctx.sample_real(idx, opt.real_batch_per_class) for idx in data.class_indices()])
+        rows = torch.cat([ctx.sample_real(idx, opt.real_batch_per_class) for idx in data.strata()])
         W = torch.from_numpy(solution.W).requires_grad_(True)
         b = torch.from_numpy(solution.b).requires_grad_(True)
         loss = outer_loss(torch.from_numpy(flat64(data.x_train[rows])) @ W + b, data.y_train[rows].cpu())

@@ -16,7 +16,8 @@ from ddspec.backends.base import Distilled
 from ddspec.components import krr
 from ddspec.components.init import init_synthetic
 from ddspec.components.kernel_models import feature_map, flat64, kernel_ridge_solve, targets, torch_features
-from ddspec.components.parameterization import channel_stats, make_optimizer
+from ddspec.components.parameterization import make_optimizer
+from ddspec.components.synthetic import channel_stats
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
@@ -74,7 +75,7 @@ def kip(ctx: RunContext) -> Distilled:
                     fix=f"lower optimize.lr (now {opt.lr:g})")
     lam_s = p.train.lam_synthetic
     for it in loop:
-        rows = torch.cat([ctx.sample_real(idx, opt.real_batch_per_class) for idx in data.class_indices()])
+        rows = torch.cat([ctx.sample_real(idx, opt.real_batch_per_class) for idx in data.strata()])
         phi_t = torch_features(fm, data.x_train[rows].double().reshape(len(rows), -1))
         y_t = torch.nn.functional.one_hot(data.y_train[rows], data.num_classes).double()
         phi_s = torch_features(fm, (mean + std * z).reshape(len(z), -1))

@@ -24,7 +24,8 @@ from ddspec.components.augment import Augment
 from ddspec.components.distances import feature_mean, gradient_match, mmd2
 from ddspec.components.groups import fixed_groups, nearest_ids, real_row_groups, synthetic_centres
 from ddspec.components.init import init_synthetic
-from ddspec.components.parameterization import channel_stats, label_logits, make_optimizer
+from ddspec.components.parameterization import make_optimizer
+from ddspec.components.synthetic import channel_stats, label_logits
 from ddspec.components.risks import group_distance, group_objective
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
@@ -89,7 +90,7 @@ class Matcher:
         mean, std = channel_stats(ctx.data.x_train)
         return cls(
             ctx, ((x - mean) / std).detach().requires_grad_(True), mean, std, y, logits,
-            make_augment(ctx.problem, ctx.data.input_shape), ctx.data.class_indices(),
+            make_augment(ctx.problem, ctx.data.input_shape), ctx.data.strata(),
             [slice(e - n, e) for e, n in zip(ends, counts)], *fixed_groups(ctx.problem, ctx.data),
         )
 

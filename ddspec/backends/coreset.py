@@ -111,7 +111,7 @@ class CoresetBackend(Backend):
         counts = ctx.problem.synthetic.counts(ctx.data.num_classes)
         feats = features(ctx) if method != "random" else None
         chosen = []
-        for c, idx in enumerate(ctx.data.class_indices()):
+        for c, idx in enumerate(ctx.data.strata()):
             if feats is None:
                 chosen.append(ctx.sample_real(idx, counts[c]))
             else:

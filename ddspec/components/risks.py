@@ -23,27 +23,57 @@ from typing import Any
 
 import torch
 
-Risk = Callable[[torch.Tensor], torch.Tensor]
-
 #: αn within this relative distance of an integer is taken as that integer (0.55·100 = 55.00000000000001).
 _SNAP = 1e-9
 
 
-def mean(spec: Any) -> Risk:
+class RiskMeasure:
+    """A built risk (what ``RISKS.build(spec)`` returns). Backends call it in two places:
+
+    - :meth:`over_scenarios` (also ``risk(losses)``): R_ω over the vector of per-scenario losses; backends take
+      ∂R/∂ℓ_s (by autograd) as the scenarios' weights, so it must be differentiable in ``losses``;
+    - :meth:`within`: how the per-sample losses ℓ_i of one scenario on a real batch become that scenario's
+      loss — their mean, unless the risk is ``grouped`` (capability ``groups``: it acts on groups of the real
+      data, and ``groups`` / ``num_groups`` give each sample's group)."""
+
+    grouped: bool = False
+
+    def over_scenarios(self, losses: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, losses: torch.Tensor) -> torch.Tensor:
+        return self.over_scenarios(losses)
+
+    def within(self, losses: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int = 0) -> torch.Tensor:
+        """(1/n) Σ_i ℓ_i."""
+        return losses.mean()
+
+
+@dataclass(frozen=True)
+class ScenarioRisk(RiskMeasure):
+    """A risk over scenarios given by a function of the loss vector; per-sample losses are averaged."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+
+    def over_scenarios(self, losses: torch.Tensor) -> torch.Tensor:
+        return self.fn(losses)
+
+
+def mean(spec: Any) -> ScenarioRisk:
     """R(ℓ) = (1/S) Σ_s ℓ_s."""
-    return lambda losses: losses.mean()
+    return ScenarioRisk(lambda losses: losses.mean())
 
 
-def worst(spec: Any) -> Risk:
+def worst(spec: Any) -> ScenarioRisk:
     """R(ℓ) = max_s ℓ_s (subgradient: the indicator of the maximizer; tied maximizers share it equally)."""
-    return lambda losses: losses.max()
+    return ScenarioRisk(lambda losses: losses.max())
 
 
-def cvar_risk(spec: Any) -> Risk:
+def cvar_risk(spec: Any) -> ScenarioRisk:
     """R(ℓ) = CVaR_α(ℓ), the mean of the worst (largest) α-fraction of the losses; ``spec.alpha`` is α."""
     alpha = float(spec.alpha)
     _check_alpha(alpha)
-    return lambda losses: cvar(losses, alpha)
+    return ScenarioRisk(lambda losses: cvar(losses, alpha))
 
 
 def cvar(losses: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -175,19 +205,33 @@ def _segment_cvars(
     return values.index_add(0, seg, terms), counts
 
 
-# -- group_cvar (Group-CVaR DRO over groups of real data; applied by the matching backend) ------------------
-def group_cvar_risk(spec: Any) -> Risk:
-    """Risk ``group_cvar`` over a plain vector of scenario losses: all scenarios form one group, so
-    R(ℓ) = mean_weight · CVaR_α(ℓ) + max_weight · CVaR_α(ℓ) = (mean_weight + max_weight) · CVaR_α(ℓ).
-    The group-level objectives are :func:`group_objective` and :func:`group_distance`."""
-    alpha, mean_weight, max_weight = float(spec.alpha), float(spec.mean_weight), float(spec.max_weight)
-    _check_alpha(alpha)
+# -- group_cvar (Group-CVaR DRO over groups of real data) ------------------------------------------------------
+@dataclass(frozen=True)
+class GroupCVaR(RiskMeasure):
+    """Risk ``group_cvar``: it acts within each scenario, on groups of the real data (:func:`group_objective` on
+    per-sample losses, :func:`group_distance` on per-group distances); the scenarios are averaged."""
 
-    def risk(losses: torch.Tensor) -> torch.Tensor:
-        one_group = torch.zeros(losses.numel(), dtype=torch.long, device=losses.device)
-        return group_cvar(losses.reshape(-1), one_group, 1, alpha, mean_weight, max_weight)
+    spec: Any
+    grouped = True
 
-    return risk
+    def over_scenarios(self, losses: torch.Tensor) -> torch.Tensor:
+        """(1/S) Σ_s ℓ_s: the robustness is inside each scenario's loss."""
+        return losses.mean()
+
+    def within(self, losses: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int = 0) -> torch.Tensor:
+        if groups is None:
+            raise ValueError("group_cvar needs the group id of every loss")
+        return group_objective(losses, groups, num_groups, self.spec)
+
+    def over_groups(self, distances: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """:func:`group_distance` of one distance per non-empty group and the plain distance ``whole``."""
+        return group_distance(distances, whole, self.spec)
+
+
+def group_cvar_risk(spec: Any) -> GroupCVaR:
+    """The :class:`GroupCVaR` of a ``group_cvar`` spec (α checked)."""
+    _check_alpha(float(spec.alpha))
+    return GroupCVaR(spec)
 
 
 def group_objective(losses: torch.Tensor, groups: torch.Tensor, num_groups: int, spec: Any) -> torch.Tensor:

@@ -16,13 +16,23 @@ from ddspec.spec.base import Fraction, NonNegativeInt, PositiveFloat, SpecModel,
 
 @dataclass(frozen=True)
 class DataInfo:
-    """Structural facts about a dataset: per-sample input shape, classes, class counts (train)."""
+    """Structural facts about a dataset: per-sample input shape, classes, training samples per stratum.
+
+    ``targets`` is "classes" (``num_classes`` K > 0, ``class_counts`` per class) or "real" (real-valued
+    targets of ``target_dim`` values per row; ``num_classes`` 0 and ``class_counts`` = (n_train,): one stratum)."""
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
     class_counts: tuple[int, ...]
     n_test: int
+    targets: str = "classes"
+    target_dim: int = 0
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs of a model fitted to this data: K classes, or the target dimension."""
+        return self.num_classes if self.targets == "classes" else self.target_dim
 
     @property
     def n_train(self) -> int:

@@ -6,10 +6,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ddspec.components.targets import ClassTargets, RealTargets, Targets
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Real data in its own units: ``x_*`` float32 N x (per-sample shape), ``y_*`` int64 class indices.
+    """Real data in its own units: ``x_*`` float32 N x (per-sample shape); ``y_*`` int64 class indices
+    (``num_classes`` > 0) or float real-valued targets, N or N x T (``num_classes`` = 0).
 
     ``groups_*``: int64 subgroup ids of the samples (e.g. label x spurious cue, for the ``worst_group``
     metric), or None for data without groups."""
@@ -27,8 +30,18 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def class_indices(self) -> list[torch.Tensor]:
-        """Indices of the training samples of each class, in class order."""
+    @property
+    def targets(self) -> Targets:
+        """What the models predict: the classes, or the real-valued targets (see :mod:`ddspec.components.targets`)."""
+        if self.num_classes > 0:
+            return ClassTargets(self.num_classes)
+        return RealTargets(1 if self.y_train.dim() == 1 else int(self.y_train.shape[1]))
+
+    def strata(self) -> list[torch.Tensor]:
+        """Indices of the training samples of each stratum: each class in class order, or all rows as one
+        stratum for real-valued targets. Synthetic sizes, initialisations and real batches are per stratum."""
+        if self.num_classes == 0:
+            return [torch.arange(len(self.y_train), device=self.y_train.device)]
         return [torch.nonzero(self.y_train == c).flatten() for c in range(self.num_classes)]
 
     def value_range(self) -> tuple[float, float]:

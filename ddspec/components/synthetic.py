@@ -1,0 +1,123 @@
+"""D̂, the synthetic set: the one object that owns its learnable tensors, for every backend.
+
+- Inputs of any per-sample shape, held standardized for first-order outer optimizers: x = μ + σ·z,
+  μ and σ the per-channel mean and (population) std of the real training inputs (per feature for N x D
+  data), so reference learning rates set on normalized data carry over to data in any units (an SGD step
+  of lr on z is a step of lr·σ² on x).
+- Targets of the data's kind (:mod:`ddspec.components.targets`):
+  class labels, fixed (int64) or learned as soft labels — ``labels="logits"``: logits ℓ with
+  targets softmax(ℓ), initialised at one-hot·s so the class gets probability :data:`LABEL_INIT_PROB`;
+  ``labels="rows"``: the label rows themselves (one-hot to start; what kernel regression fits) —
+  or real-valued targets, fixed or learned as rows.
+- Rows are stratum-major (class 0, class 1, ... or one stratum for real targets): ``slices[c]``.
+- ``synthetic.init`` draws the start (:func:`ddspec.components.init.init_synthetic`).
+
+:meth:`SyntheticSet.tensors` names the learned leaves (``x`` as z, and ``labels`` when learned) for the
+outer optimizer and checkpoints; :meth:`SyntheticSet.result` gives the tensors saved as artifacts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from ddspec.components.data.base import Dataset
+from ddspec.components.init import init_synthetic
+
+#: Learned soft labels start as one-hot x scale, with scale such that softmax gives the class this probability.
+LABEL_INIT_PROB = 0.9
+
+LabelForm = Literal["logits", "rows"]
+
+
+def label_scale(num_classes: int) -> float:
+    """s with softmax(s·e_c)_c = p: s = log(p (K − 1) / (1 − p)), p = :data:`LABEL_INIT_PROB`."""
+    return math.log(LABEL_INIT_PROB * max(num_classes - 1, 1) / (1 - LABEL_INIT_PROB))
+
+
+def label_logits(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Learnable label logits (one-hot x :func:`label_scale`) for class indices ``y``."""
+    return (torch.nn.functional.one_hot(y, num_classes).float() * label_scale(num_classes)).requires_grad_(True)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of N x C x ... inputs (per feature for N x D), shaped to
+    broadcast over one sample; a zero std becomes 1."""
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims, keepdim=True)[0]
+    std = x.std(dims, keepdim=True, unbiased=False)[0]
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+@dataclass
+class SyntheticSet:
+    """The synthetic set: standardized inputs ``z`` (a leaf), the fixed targets ``y`` (class indices or real
+    rows), and the learned targets ``learned`` (label logits or target rows; None when fixed)."""
+
+    z: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    y: torch.Tensor
+    learned: torch.Tensor | None
+    label_form: LabelForm
+    slices: list[slice]
+
+    @classmethod
+    def create(cls, problem: Any, data: Dataset, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+               labels: LabelForm = "logits") -> SyntheticSet:
+        """The initial synthetic set of ``problem.synthetic`` (draws from ``generator``), computed in ``dtype``;
+        learned targets (``synthetic.learn_labels``) in the ``labels`` form."""
+        x, y = init_synthetic(problem, data, generator)
+        return cls.starting_at(problem, data, x, y, dtype, labels)
+
+    @classmethod
+    def starting_at(cls, problem: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor,
+                    dtype: torch.dtype = torch.float32, labels: LabelForm = "logits") -> SyntheticSet:
+        """A synthetic set starting at (x, y), stratum-major."""
+        mean, std = channel_stats(data.x_train)
+        mean, std = mean.to(dtype), std.to(dtype)
+        learned = None
+        if problem.synthetic.learn_labels:
+            if y.is_floating_point() or labels == "rows":
+                learned = data.targets.rows(y).to(dtype).detach().clone().requires_grad_(True)
+            else:
+                learned = label_logits(y, data.num_classes).to(dtype).detach().requires_grad_(True)
+        strata = len(data.strata())
+        counts = torch.bincount(y.cpu(), minlength=strata).tolist() if not y.is_floating_point() else [len(y)]
+        ends = [sum(counts[: c + 1]) for c in range(strata)]
+        z = ((x.to(dtype) - mean) / std).detach().requires_grad_(True)
+        return cls(z, mean, std, y, learned, "rows" if y.is_floating_point() else labels,
+                   [slice(e - n, e) for e, n in zip(ends, counts)])
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The inputs in data units (differentiable w.r.t. ``z``)."""
+        return self.mean + self.std * self.z
+
+    def stratum(self, c: int) -> torch.Tensor:
+        """The inputs of stratum (class) c, in data units."""
+        return self.mean + self.std * self.z[self.slices[c]]
+
+    @property
+    def strata(self) -> list[int]:
+        """Strata (classes) that have synthetic rows."""
+        return [c for c, s in enumerate(self.slices) if s.stop > s.start]
+
+    def targets(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """The targets of ``rows``: fixed ``y``, softmax(logits) for learned labels, or the learned rows."""
+        if self.learned is None:
+            return self.y[rows]
+        return torch.softmax(self.learned[rows], dim=1) if self.label_form == "logits" else self.learned[rows]
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The learned leaves by name: ``x`` (held standardized, as z) and ``labels`` when learned."""
+        return {"x": self.z} if self.learned is None else {"x": self.z, "labels": self.learned}
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, targets) detached copies: the artifacts ``x`` and ``y``."""
+        with torch.no_grad():
+            return self.x.detach().clone(), self.targets().detach().clone()
