@@ -128,7 +128,7 @@ def probe(engine: str, steps: int, repeats: int, device: str) -> dict:
     from torch.func import functional_call
 
     import ddspec
-    from ddspec.components.unroll import InnerData, InnerRecipe, unroll, unroll_higher, unrolled_hypergradient
+    from ddspec.components.training.unroll import InnerData, InnerRecipe, unroll, unroll_higher, unrolled_hypergradient
     from ddspec.registry import DATA, MODELS
     from ddspec.runtime.device import seed_everything
 

@@ -39,7 +39,7 @@ def warm_seconds(overrides: list[str], repeats: int = 5) -> tuple[float, float]:
     import torch
 
     import ddspec
-    from ddspec.backends._krr_run import exact, full_data_model
+    from ddspec.backends.krr.run import exact, full_data_model
     from ddspec.registry import DATA
     from ddspec.runtime.context import RunContext
     from ddspec.runtime.device import seed_everything

@@ -34,7 +34,7 @@ def measure(run: Path, inits: int, real: int, seed: int) -> dict:
     import torch
 
     import ddspec
-    from ddspec.components.unroll import InnerData, InnerRecipe, train_loss, unrolled_hypergradient
+    from ddspec.components.training.unroll import InnerData, InnerRecipe, train_loss, unrolled_hypergradient
     from ddspec.registry import DATA, MODELS
     from ddspec.runtime.artifacts import load_distilled
     from ddspec.runtime.device import seed_everything

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddspec.components.augment import Augment
+from ddspec.components.training.augment import Augment
 from ddspec.spec.optimize import AugmentationSpec
 
 GEOMETRIC = AugmentationSpec(enabled=True, ops=["crop", "shift", "scale", "rotate"])

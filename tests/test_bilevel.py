@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import ddspec
-from ddspec.components.experts import EXPERTS, TEACHER
-from ddspec.components.synthetic import channel_stats
-from ddspec.components.risks import mean, worst
-from ddspec.components.unroll import unit_norm
+from ddspec.components.training.experts import EXPERTS, TEACHER
+from ddspec.components.synthetic.set import channel_stats
+from ddspec.components.objectives.risks import mean, worst
+from ddspec.components.training.unroll import unit_norm
 from ddspec.errors import WellPosednessError
 from ddspec.registry import DATA
 from ddspec.spec.risk import MaxRisk, MeanRisk

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("cvxpy")
 
-from ddspec.components.convex import (
+from ddspec.components.closed_form.convex import (
     ConvexModel,
     ConvexSolveError,
     active_set,

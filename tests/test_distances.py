@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ddspec.components.distances import feature_mean, gradient_match, median_bandwidths, mmd2
+from ddspec.components.objectives.distances import feature_mean, gradient_match, median_bandwidths, mmd2
 
 
 def grads(seed: int = 0) -> list[torch.Tensor]:

@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 
 import ddspec
-import ddspec.components.groups as groups_module
-from ddspec.backends import _matching_loop as loop
+import ddspec.components.objectives.groups as groups_module
+from ddspec.backends.matching import run as loop
 from ddspec.backends.base import Distilled
 from ddspec.backends.matching import MatchingBackend
-from ddspec.components.groups import (
+from ddspec.components.objectives.groups import (
     attribute_groups,
     kmeans_groups,
     nearest_ids,
     nearest_synthetic_groups,
     synthetic_centres,
 )
-from ddspec.components.risks import cvar, group_distance, group_objective
+from ddspec.components.objectives.risks import cvar, group_distance, group_objective
 from ddspec.errors import BackendUnavailableError, SpecError, WellPosednessError
 from ddspec.registry import DATA, RISKS
 from ddspec.runtime.context import RunContext

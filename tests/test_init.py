@@ -10,7 +10,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from ddspec.components.data.base import Dataset
-from ddspec.components.init import init_synthetic, kmeans_seed
+from ddspec.components.synthetic.init import init_synthetic, kmeans_seed
 from ddspec.spec.synthetic import SyntheticSpec
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ddspec.components.krr import (
+from ddspec.components.closed_form.krr import (
     FeatureMap,
     KRRInfeasible,
     LeakyReLUMLP,

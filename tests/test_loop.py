@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from ddspec.components.parameterization import apply_schedule
+from ddspec.components.training.optimizers import apply_schedule
 from ddspec.errors import DivergenceError, RunError
 from ddspec.runtime.loop import Loop
 

@@ -15,10 +15,10 @@ import torch
 
 import ddspec
 from ddspec.analysis.facts import analyse
-from ddspec.backends._matching_loop import Matcher, class_gradient_distance
+from ddspec.backends.matching.run import Matcher, class_gradient_distance
 from ddspec.backends.base import Distilled
 from ddspec.backends.matching import MatchingBackend, dc_schedule
-from ddspec.components.synthetic import label_scale
+from ddspec.components.synthetic.set import label_scale
 from ddspec.errors import DivergenceError, RunError, SpecError
 from ddspec.registry import DATA
 from ddspec.runtime.context import RunContext

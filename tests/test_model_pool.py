@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import ddspec
-from ddspec.backends import _bilevel_loop
-from ddspec.components.model_pool import ModelPool, pool_slots
-from ddspec.components.unroll import InnerData, InnerRecipe, unroll, unrolled_hypergradient
+from ddspec.backends.bilevel import run as bilevel_run
+from ddspec.components.training.model_pool import ModelPool, pool_slots
+from ddspec.components.training.unroll import InnerData, InnerRecipe, unroll, unrolled_hypergradient
 from ddspec.errors import RunError, WellPosednessError
 
 
@@ -94,7 +94,7 @@ def test_pool_run_is_deterministic_and_resumes_bit_for_bit(pool_spec, tmp_path, 
     assert not torch.equal(straight.x, run(fresh, tmp_path / "fresh").x)  # the pool changes the scenarios
     assert "pool of 3 models" in ddspec.compile(ddspec.load(pool_spec)).explain()
 
-    advance, calls = _bilevel_loop.Objective.advance, []
+    advance, calls = bilevel_run.Objective.advance, []
 
     def advance_then_sigterm(self) -> None:
         advance(self)
@@ -102,12 +102,12 @@ def test_pool_run_is_deterministic_and_resumes_bit_for_bit(pool_spec, tmp_path, 
         if len(calls) == 4:  # SIGTERM inside iteration 3: it finishes, the checkpoint holds 4 iterations
             signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(_bilevel_loop.Objective, "advance", advance_then_sigterm)
+    monkeypatch.setattr(bilevel_run.Objective, "advance", advance_then_sigterm)
     with pytest.raises(RunError) as err:
         run(pool_spec, tmp_path / "killed")
     assert err.value.findings[0].code == "INTERRUPTED"
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["state"]["pool"]["ages"].sum() > 0
-    monkeypatch.setattr(_bilevel_loop.Objective, "advance", advance)
+    monkeypatch.setattr(bilevel_run.Objective, "advance", advance)
     resumed = run(pool_spec, tmp_path / "killed", resume=True)
     assert torch.equal(resumed.x, straight.x) and torch.equal(resumed.y, straight.y)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddspec.components.models import Classifier, build_convnet, build_convnet1d
+from ddspec.components.models.networks import Classifier, build_convnet, build_convnet1d
 from ddspec.errors import SpecError
 from ddspec.registry import MODELS
 from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, LinearSpec, MLPSpec

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ddspec.components.models import Classifier
-from ddspec.components.ridge_head import ridge_head, ridge_head_hypergradient
-from ddspec.components.unroll import InnerData, InnerRecipe, init_buffers, run_steps, start_params
+from ddspec.components.models.networks import Classifier
+from ddspec.components.training.ridge_head import ridge_head, ridge_head_hypergradient
+from ddspec.components.training.unroll import InnerData, InnerRecipe, init_buffers, run_steps, start_params
 
 pytestmark = pytest.mark.usefixtures("float64")
 

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 import torch
 
-from ddspec.components.risks import cvar, group_cvar, group_cvars
+from ddspec.components.objectives.risks import cvar, group_cvar, group_cvars
 from ddspec.errors import SpecError
 from ddspec.registry import RISKS
 from ddspec.spec.loading import load

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ddspec.components.implicit import conjugate_gradient, implicit_hypergradient, neumann
-from ddspec.components.unroll import (
+from ddspec.components.training.implicit import conjugate_gradient, implicit_hypergradient, neumann
+from ddspec.components.training.unroll import (
     InnerData,
     InnerRecipe,
     checkpointed_hypergradient,

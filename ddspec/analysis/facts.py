@@ -1,5 +1,7 @@
 """The analysis pass: structural facts the rules and the backends' ``can_lower`` read.
 
+``targets:classes`` or ``targets:real`` says what the data's targets are (and so what the models predict).
+
 Facts come from the registries' capability tags, so a new kind adds facts by declaring
 capabilities, not by editing this module. A fact ``<axis>:<capability>`` is present when the
 kind chosen on that axis declares the capability (e.g. ``distance:surrogate``,
@@ -54,7 +56,7 @@ def default_model(shape: tuple[int, ...]) -> Any:
 def analyse(problem: Any) -> Analysis:
     """Describe the data (cheaply, without loading tensors) and collect the facts of ``problem``."""
     info = problem.data.describe()
-    facts = {f"data:{info.name}", f"inputs:{len(info.input_shape)}d"}
+    facts = {f"data:{info.name}", f"inputs:{len(info.input_shape)}d", f"targets:{info.targets}"}
     facts.update(f"data:{cap}" for cap in DATA[problem.data.kind].capabilities)
     for axis, registry in AXES.items():
         section = getattr(problem, axis)

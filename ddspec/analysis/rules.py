@@ -27,6 +27,20 @@ def check(analysis: Analysis) -> list[Finding]:
     return sorted(found, key=lambda f: f.severity != "error")
 
 
+#: The sections whose kinds check themselves (:meth:`ddspec.spec.base.SpecModel.findings`).
+SECTIONS = ("data", "synthetic", "model", "train", "scenarios", "task", "distance", "risk", "optimize", "evaluate",
+            "runtime")
+
+
+@rule
+def kinds_check_themselves(a: Analysis) -> Iterable[Finding]:
+    """Each section's own findings: the knowledge of one kind lives with that kind, not here."""
+    for name in SECTIONS:
+        section = getattr(a.problem, name)
+        if section is not None:
+            yield from section.findings(a)
+
+
 @rule
 def synthetic_smaller_than_real(a: Analysis) -> Iterable[Finding]:
     if a.n_synthetic >= a.data.n_train:

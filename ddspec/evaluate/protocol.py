@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ddspec.components.data.base import Dataset
-from ddspec.components.fit import Augmenter, fit
+from ddspec.components.training.fit import Augmenter, fit
 from ddspec.errors import RunError, SpecError
 from ddspec.evaluate.metrics import correct, metric_details
 from ddspec.registry import CORRUPTIONS, METRICS, MODELS
@@ -115,7 +115,7 @@ def _augmenter(problem: Any, data: Dataset) -> Augmenter:
     if ndim not in (1, 2):
         raise _augment_error(f"augmentation needs 1-D or 2-D inputs (C x L, C x H x W), not {data.input_shape}")
     try:
-        from ddspec.components.augment import Augment
+        from ddspec.components.training.augment import Augment
     except ImportError as err:
         raise _augment_error(f"augmentation is unavailable in this installation ({err})") from err
     return Augment(spec.model_copy(update={"enabled": True}), ndim)
@@ -143,7 +143,7 @@ def _train(
     spec: Any, seed: int, x: torch.Tensor, y: torch.Tensor, data: Dataset, ev: Any,
     augment: Augmenter | None, device: torch.device | str,
 ) -> nn.Module:
-    """A model of ``spec`` initialised from ``seed`` and trained by :func:`~ddspec.components.fit.fit` with the
+    """A model of ``spec`` initialised from ``seed`` and trained by :func:`~ddspec.components.training.fit.fit` with the
     protocol's recipe, its batches shuffled by a generator seeded with ``seed``; the final model (eval mode)."""
     torch.manual_seed(seed)
     model = MODELS.build(spec, data.input_shape, data.num_classes).to(device)

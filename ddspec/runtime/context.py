@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ddspec.components.parameterization import apply_schedule
+from ddspec.components.training.optimizers import apply_schedule
 from ddspec.registry import MODELS
 from ddspec.runtime.artifacts import CHECKPOINT
 from ddspec.runtime.loop import Loop
@@ -60,7 +60,7 @@ class RunContext:
     def new_model(self, spec: Any = None) -> torch.nn.Module:
         """A freshly initialised model (from the global torch RNG) of ``spec`` (default: the problem's)."""
         spec = spec if spec is not None else self.problem.model
-        return MODELS.build(spec, self.data.input_shape, self.data.num_classes).to(self.device)
+        return MODELS.build(spec, self.data.input_shape, self.data.targets.num_outputs).to(self.device)
 
     def new_model_seeded(self, seed: int, spec: Any = None) -> torch.nn.Module:
         """:meth:`new_model` initialised from ``seed``, leaving the global torch RNG as it was."""
@@ -71,6 +71,10 @@ class RunContext:
     def scenario_models(self) -> list[Any]:
         """The architectures the scenarios cycle through (``scenarios.models`` or the problem's model)."""
         return list(self.problem.scenarios.models) or [self.problem.model]
+
+    def real_batch(self, per_stratum: int) -> torch.Tensor:
+        """Training-set indices of ``per_stratum`` random real rows of every stratum (class), stratum by stratum."""
+        return torch.cat([self.sample_real(idx, per_stratum) for idx in self.data.strata()])
 
     def sample_real(self, indices: torch.Tensor, n: int) -> torch.Tensor:
         """``n`` indices drawn without replacement from ``indices`` (all of them if fewer)."""

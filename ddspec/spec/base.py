@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+    from ddspec.errors import Finding
 
 #: Upper bounds that catch typos (an extra zero) without limiting real use.
 MAX_COUNT = 1_000_000
@@ -23,6 +28,11 @@ class SpecModel(BaseModel):
     """Every spec section: unknown keys are errors, defaults are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """Well-posedness findings this kind knows about itself, given the whole problem's ``analysis``
+        (the analysis pass calls it on every section; a section calls it on its nested sections). None by default."""
+        return ()
 
 
 def resolve_path(value: str | None, info: ValidationInfo) -> str | None:

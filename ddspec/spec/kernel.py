@@ -56,7 +56,7 @@ FeatureUnion = Annotated[Union[LinearFeatures, RandomFourierFeatures, LeakyReLUF
                          Field(discriminator="kind")]
 
 
-@MODELS.register(builder="ddspec.components.kernel_models:build_kernel_ridge", capabilities=("closed_form", "kernel"))
+@MODELS.register(builder="ddspec.components.models.kernel:build_kernel_ridge", capabilities=("closed_form", "kernel"))
 class KernelRidgeSpec(ModelBase):
     """Kernel ridge regression f(x) = W φ(x) on one-hot targets with ridge λ (``lam``); predicts argmax."""
 

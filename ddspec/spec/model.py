@@ -59,7 +59,7 @@ def _conv_check(shape: tuple[int, ...], ndim: int, depth: int, pooling: str, nam
     return None
 
 
-@MODELS.register(builder="ddspec.components.models:build_convnet", capabilities=("differentiable",))
+@MODELS.register(builder="ddspec.components.models.networks:build_convnet", capabilities=("differentiable",))
 class ConvNetSpec(ModelBase):
     """The standard DD ConvNet: depth x [conv3x3 → norm → activation → 2x2 pool], then a linear layer."""
 
@@ -77,7 +77,7 @@ class ConvNetSpec(ModelBase):
         return _conv_cost(shape[0], list(shape[1:]), self.width, self.depth, 3, self.norm, self.pooling, num_classes)
 
 
-@MODELS.register(builder="ddspec.components.models:build_convnet1d", capabilities=("differentiable",))
+@MODELS.register(builder="ddspec.components.models.networks:build_convnet1d", capabilities=("differentiable",))
 class ConvNet1dSpec(ModelBase):
     """1-D ConvNet: depth x [conv(kernel) → norm → activation → pool by 2], then a linear layer."""
 
@@ -103,7 +103,7 @@ def _dense_cost(sizes: list[int]) -> tuple[int, int, int]:
     return params, 2 * sum(a * b for a, b in itertools.pairwise(sizes)), sum(sizes)
 
 
-@MODELS.register(builder="ddspec.components.models:build_mlp", capabilities=("differentiable",))
+@MODELS.register(builder="ddspec.components.models.networks:build_mlp", capabilities=("differentiable",))
 class MLPSpec(ModelBase):
     """Multi-layer perceptron on the flattened input."""
 
@@ -115,7 +115,7 @@ class MLPSpec(ModelBase):
         return _dense_cost([math.prod(shape), *self.hidden, num_classes])
 
 
-@MODELS.register(builder="ddspec.components.models:build_linear", capabilities=("differentiable",))
+@MODELS.register(builder="ddspec.components.models.networks:build_linear", capabilities=("differentiable",))
 class LinearSpec(ModelBase):
     """Linear (softmax-regression) model on the flattened input."""
 

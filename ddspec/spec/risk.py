@@ -10,28 +10,28 @@ from ddspec.registry import RISKS
 from ddspec.spec.base import NonNegativeFloat, NonNegativeInt, PositiveInt, SpecModel
 
 
-@RISKS.register(builder="ddspec.components.risks:mean")
+@RISKS.register(builder="ddspec.components.objectives.risks:mean")
 class MeanRisk(SpecModel):
     """Expectation over scenarios: the plain average."""
 
     kind: Literal["mean"] = "mean"
 
 
-@RISKS.register(builder="ddspec.components.risks:worst")
+@RISKS.register(builder="ddspec.components.objectives.risks:worst")
 class MaxRisk(SpecModel):
     """The worst scenario: max over ω of the distance (its gradient is the worst scenario's)."""
 
     kind: Literal["max"] = "max"
 
 
-@RISKS.register(builder="ddspec.components.risks:worst")
+@RISKS.register(builder="ddspec.components.objectives.risks:worst")
 class WorstCaseRisk(SpecModel):
     """The worst case: max over ω of the distance (same measure as ``max``)."""
 
     kind: Literal["worst_case"] = "worst_case"
 
 
-@RISKS.register(builder="ddspec.components.risks:cvar_risk")
+@RISKS.register(builder="ddspec.components.objectives.risks:cvar_risk")
 class CVaRRisk(SpecModel):
     """CVaR_α: the mean of the worst α-fraction of the scenario losses (α = 1: mean; α → 0: max)."""
 
@@ -85,7 +85,7 @@ GroupsUnion = Annotated[Union[NearestSyntheticGroups, KMeansGroups, AttributeGro
                         Field(discriminator="kind")]
 
 
-@RISKS.register(builder="ddspec.components.risks:group_cvar_risk", capabilities=("groups",))
+@RISKS.register(builder="ddspec.components.objectives.risks:group_cvar_risk", capabilities=("groups",))
 class GroupCVaRRisk(SpecModel):
     """Group-CVaR DRO over groups of the real data: mean_weight · mean_g CVaR_α(ℓ_g) + max_weight · max_g CVaR_α(ℓ_g).
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ddspec.components.targets import ClassTargets, RealTargets, Targets
+from ddspec.components.objectives.targets import ClassTargets, RealTargets, Targets
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Dataset:
 
     @property
     def targets(self) -> Targets:
-        """What the models predict: the classes, or the real-valued targets (see :mod:`ddspec.components.targets`)."""
+        """What the models predict: the classes, or the real-valued targets (see :mod:`ddspec.components.objectives.targets`)."""
         if self.num_classes > 0:
             return ClassTargets(self.num_classes)
         return RealTargets(1 if self.y_train.dim() == 1 else int(self.y_train.shape[1]))

@@ -1,7 +1,7 @@
 """First-order optimizers of the synthetic tensors and of inner training: SGD / Adam, and the outer lr schedule.
 
 (How the synthetic tensors themselves are held — standardized inputs, label logits — is
-:mod:`ddspec.components.synthetic`.)
+:mod:`ddspec.components.synthetic.set`.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Randomness: real batches, inner mini-batches and expert draws come from ``ctx.generator``, model
 initialisations from the global torch RNG; the loop checkpoints both with the learned tensors and
 their optimizer, so a resumed run continues bit-for-bit. Teachers and experts are cached in the run
-directory (:mod:`ddspec.components.experts`).
+directory (:mod:`ddspec.components.training.experts`).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from torch import nn
 from torch.func import functional_call
 
 from ddspec.backends.base import Distilled
-from ddspec.components.experts import expert_trajectories, teacher
-from ddspec.components.groups import fixed_groups, real_row_groups
-from ddspec.components.implicit import implicit_hypergradient
-from ddspec.components.init import init_synthetic
-from ddspec.components.model_pool import ModelPool, pool_slots
-from ddspec.components.parameterization import make_optimizer
-from ddspec.components.synthetic import channel_stats, label_logits
-from ddspec.components.ridge_head import ridge_head_hypergradient
-from ddspec.components.risks import group_objective
-from ddspec.components.unroll import (
+from ddspec.components.training.experts import expert_trajectories, teacher
+from ddspec.components.objectives.groups import fixed_groups, real_row_groups
+from ddspec.components.training.implicit import implicit_hypergradient
+from ddspec.components.synthetic.init import init_synthetic
+from ddspec.components.training.model_pool import ModelPool, pool_slots
+from ddspec.components.training.optimizers import make_optimizer
+from ddspec.components.synthetic.set import channel_stats, label_logits
+from ddspec.components.training.ridge_head import ridge_head_hypergradient
+from ddspec.components.objectives.risks import group_objective
+from ddspec.components.training.unroll import (
     InnerData,
     InnerRecipe,
     Outer,

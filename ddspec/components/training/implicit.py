@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ddspec.components.unroll import InnerData, InnerRecipe, Outer, Tensors, grads_or_zeros, train_loss, unroll
+from ddspec.components.training.unroll import InnerData, InnerRecipe, Outer, Tensors, grads_or_zeros, train_loss, unroll
 
 LinearMap = Callable[[Tensors], Tensors]
 

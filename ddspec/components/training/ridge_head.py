@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ddspec.components.kernel_models import kernel_ridge_solve, target_rows
-from ddspec.components.unroll import (
+from ddspec.components.models.kernel import kernel_ridge_solve, target_rows
+from ddspec.components.training.unroll import (
     InnerData,
     InnerRecipe,
     Outer,

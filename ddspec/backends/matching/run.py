@@ -6,7 +6,7 @@ tensors and their optimizer, so a resumed run continues bit-for-bit.
 
 Risk ``group_cvar`` (:func:`train_network_robust`, :func:`grouped_class_distance`) takes separate code
 paths; risk ``mean`` runs exactly the code (and the random draws) it ran before group_cvar existed. The
-groups themselves draw no randomness (:mod:`ddspec.components.groups`).
+groups themselves draw no randomness (:mod:`ddspec.components.objectives.groups`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddspec.backends.base import Distilled
-from ddspec.components.augment import Augment
-from ddspec.components.distances import feature_mean, gradient_match, mmd2
-from ddspec.components.groups import fixed_groups, nearest_ids, real_row_groups, synthetic_centres
-from ddspec.components.init import init_synthetic
-from ddspec.components.parameterization import make_optimizer
-from ddspec.components.synthetic import channel_stats, label_logits
-from ddspec.components.risks import group_distance, group_objective
+from ddspec.components.training.augment import Augment
+from ddspec.components.objectives.distances import feature_mean, gradient_match, mmd2
+from ddspec.components.objectives.groups import fixed_groups, nearest_ids, real_row_groups, synthetic_centres
+from ddspec.components.synthetic.init import init_synthetic
+from ddspec.components.training.optimizers import make_optimizer
+from ddspec.components.synthetic.set import channel_stats, label_logits
+from ddspec.components.objectives.risks import group_distance, group_objective
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
@@ -195,7 +195,7 @@ def train_network(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, 
 def train_network_robust(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:
     """``steps`` steps of risk ``group_cvar`` on real data: each draws a real batch B (:meth:`Matcher.robust_rows`,
     ``risk.batch_size`` samples split evenly over the classes), groups it (:meth:`Matcher.real_groups`, on the current network) and
-    minimizes :func:`~ddspec.components.risks.group_objective` of ℓ_i = CE(net(aug(x_i)), y_i), i ∈ B:
+    minimizes :func:`~ddspec.components.objectives.risks.group_objective` of ℓ_i = CE(net(aug(x_i)), y_i), i ∈ B:
     mean_weight·mean_g CVaR_α(ℓ_g) + max_weight·max_g CVaR_α(ℓ_g) + ce_weight·mean_i ℓ_i, gradients through
     every term. The synthetic set is not trained on here (the paper's network update uses the real data only)."""
     risk, data = m.ctx.problem.risk, m.ctx.data
@@ -249,7 +249,7 @@ def grouped_class_distance(
     """Risk ``group_cvar`` on class c: the real batch R_c is split into its non-empty groups R_c,g
     (:meth:`Matcher.class_groups`), d_g = distance(φ(aug(R_c,g)), φ(aug(S_c))) (one augmentation draw for all),
     and D_c = mean_weight·CVaR_α(d) + max_weight·max_g d_g + ce_weight·distance(φ(aug(R_c)), φ(aug(S_c)))
-    (:func:`~ddspec.components.risks.group_distance`)."""
+    (:func:`~ddspec.components.objectives.risks.group_distance`)."""
     rows = m.real_rows(c)
     with torch.no_grad():
         real = net.embed(m.aug(m.ctx.data.x_train[rows], seed))

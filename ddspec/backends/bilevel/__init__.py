@@ -11,7 +11,7 @@ model, measures the distance, aggregates over ω with the risk, and steps on D̂
 with the hypergradient of ``optimize.hypergradient`` (unrolled — torch_func or higher, truncated,
 checkpointed — implicit, or the ridge head: the last layer in closed form). Learnable: the inputs
 (held standardized, as in matching), soft labels (logits) and per-step inner learning rates (log).
-torch is imported by :mod:`._bilevel_loop` in ``run``.
+torch is imported by :mod:`.run` in ``run``.
 """
 
 from __future__ import annotations
@@ -161,6 +161,6 @@ class BilevelBackend(Backend):
         return steps, how + ")"
 
     def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends._bilevel_loop import distill
+        from ddspec.backends.bilevel.run import distill
 
         return distill(ctx)

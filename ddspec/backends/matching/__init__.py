@@ -19,7 +19,7 @@ units (on digits, x ∈ [0, 1] with σ ≈ 0.38, an SGD step of 0.1 on x diverge
 Risk ``group_cvar`` (Group-CVaR DRO; ``risk.alpha`` = α, weights λ_mean, λ_max, λ_CE) over groups of real
 data (``risk.groups``: each real sample's nearest synthetic point of its class, in input space or in the
 current network's embedding; k-means clusters of each class, fitted once; or the data's group labels), with
-CVaR_α(v) the mean of the worst α-fraction of v (:func:`ddspec.components.risks.cvar`, differentiable) and
+CVaR_α(v) the mean of the worst α-fraction of v (:func:`ddspec.components.objectives.risks.cvar`, differentiable) and
 G⁺ the non-empty groups (empty groups skipped, one-sample groups counted):
 
 - ``gradient_match``: the network steps between synthetic steps train on REAL data instead of S (as the
@@ -38,7 +38,7 @@ G⁺ the non-empty groups (empty groups skipped, one-sample groups counted):
   distance compares, so grouping costs no extra forward pass.
 
 Risk ``mean`` runs the code and the random draws it ran before ``group_cvar`` existed (bit-identical).
-This module stays light: torch is imported by :mod:`._matching_loop` in ``run``.
+This module stays light: torch is imported by :mod:`.run` in ``run``.
 """
 
 from __future__ import annotations
@@ -189,6 +189,6 @@ class MatchingBackend(Backend):
         return Estimate(int(memory), seconds(total, p.runtime.device), detail)
 
     def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends._matching_loop import distill
+        from ddspec.backends.matching.run import distill
 
         return distill(ctx)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddspec.components.parameterization import make_optimizer
+from ddspec.components.training.optimizers import make_optimizer
 
 Augmenter = Callable[[torch.Tensor, int], torch.Tensor]
 EpochHook = Callable[[int, nn.Module], None]

@@ -1,4 +1,4 @@
-"""Kernel ridge models: a feature map φ (numpy float64, :mod:`ddspec.components.krr`) with weights W fitted
+"""Kernel ridge models: a feature map φ (numpy float64, :mod:`ddspec.components.closed_form.krr`) with weights W fitted
 in closed form, W = Y φ_λ(X)⁺; scores φ(x) Wᵀ, prediction argmax. :func:`torch_features` is the same φ in
 torch (differentiable, for KIP's gradient through the kernel solve)."""
 
@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddspec.components import krr
+from ddspec.components.closed_form import krr
 
 
 def feature_map(spec: Any, d: int) -> krr.FeatureMap:
-    """The :class:`~ddspec.components.krr.FeatureMap` of a ``model.features`` spec on d-dimensional inputs."""
+    """The :class:`~ddspec.components.closed_form.krr.FeatureMap` of a ``model.features`` spec on d-dimensional inputs."""
     if spec.kind == "rff":
         return krr.RandomFourierFeatures(d, spec.features, spec.bandwidth, spec.seed)
     if spec.kind == "leaky_relu_mlp":

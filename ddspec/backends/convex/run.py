@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from ddspec.backends.base import Distilled
-from ddspec.components import convex
-from ddspec.components.init import init_synthetic
-from ddspec.components.kernel_models import flat64
-from ddspec.components.parameterization import make_optimizer
-from ddspec.components.synthetic import channel_stats, label_logits
+from ddspec.components.closed_form import convex
+from ddspec.components.synthetic.init import init_synthetic
+from ddspec.components.models.kernel import flat64
+from ddspec.components.training.optimizers import make_optimizer
+from ddspec.components.synthetic.set import channel_stats, label_logits
 from ddspec.runtime.context import RunContext
 
 KINDS = {("logistic", "l2"): "logistic_l2", ("logistic", "l1"): "logistic_l1", ("svm", "l2"): "svm",
@@ -21,7 +21,7 @@ KINDS = {("logistic", "l2"): "logistic_l2", ("logistic", "l1"): "logistic_l1", (
 
 
 def convex_model(train: Any, num_classes: int) -> convex.ConvexModel:
-    """The :class:`~ddspec.components.convex.ConvexModel` of a ``train: convex`` spec."""
+    """The :class:`~ddspec.components.closed_form.convex.ConvexModel` of a ``train: convex`` spec."""
     constraint = {"none": None, "nonnegative": "nonneg", "box": "box"}[train.constraint]
     return convex.ConvexModel(KINDS[train.loss, train.penalty], train.lam, num_classes, constraint, train.box)
 

@@ -4,11 +4,11 @@ For ``model: kernel_ridge`` (feature map φ, ridge λ) with ``train: closed_form
 
 - ``optimize: exact`` constructs D̂ with W_S = Y_S φ_λS(X_S)⁺ equal to the full-data W = Y φ_λ(X)⁺
   (Chen, Huang & Weng 2024): D = Y_S⁺W + (I − Y_S⁺Y_S)Z, features from the SVD of D, inputs by
-  inverting φ; no iterations (:mod:`ddspec.components.krr` has the math).
+  inverting φ; no iterations (:mod:`ddspec.components.closed_form.krr` has the math).
 - ``optimize: gradient`` runs KIP (kernel inducing points): Adam on X_S (and the labels) to minimize
   ½‖Y_t − K_tS (K_SS + λ_S I)⁻¹ Y_S‖² on real batches, the gradient flowing through the kernel solve.
 
-numpy / torch are imported by :mod:`._krr_run` in ``run``.
+numpy / torch are imported by :mod:`.run` in ``run``.
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ class KRRBackend(Backend):
         return Estimate(int(memory), seconds(total, p.runtime.device), detail + "; float64")
 
     def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends._krr_run import distill
+        from ddspec.backends.krr.run import distill
 
         return distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
-        from ddspec.backends._krr_run import weight_metrics
+        from ddspec.backends.krr.run import weight_metrics
 
         return weight_metrics(problem, data, x, y)

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from ddspec.backends.base import Distilled
-from ddspec.components import krr
-from ddspec.components.init import init_synthetic
-from ddspec.components.kernel_models import feature_map, flat64, kernel_ridge_solve, targets, torch_features
-from ddspec.components.parameterization import make_optimizer
-from ddspec.components.synthetic import channel_stats
+from ddspec.components.closed_form import krr
+from ddspec.components.synthetic.init import init_synthetic
+from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve, targets, torch_features
+from ddspec.components.training.optimizers import make_optimizer
+from ddspec.components.synthetic.set import channel_stats
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 

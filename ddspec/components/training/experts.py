@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddspec.components.fit import fit
-from ddspec.runtime.artifacts import atomic_write_bytes
+from ddspec.components.training.fit import fit
+from ddspec.io import atomic_write_bytes
 
 TEACHER = "teacher.safetensors"
 EXPERTS = "experts.safetensors"
@@ -27,7 +27,7 @@ SEED_OFFSET = 1000
 
 @dataclass(frozen=True)
 class Recipe:
-    """A plain training recipe for :func:`~ddspec.components.fit.fit`."""
+    """A plain training recipe for :func:`~ddspec.components.training.fit.fit`."""
 
     epochs: int
     lr: float

@@ -4,13 +4,13 @@
   μ and σ the per-channel mean and (population) std of the real training inputs (per feature for N x D
   data), so reference learning rates set on normalized data carry over to data in any units (an SGD step
   of lr on z is a step of lr·σ² on x).
-- Targets of the data's kind (:mod:`ddspec.components.targets`):
+- Targets of the data's kind (:mod:`ddspec.components.objectives.targets`):
   class labels, fixed (int64) or learned as soft labels — ``labels="logits"``: logits ℓ with
   targets softmax(ℓ), initialised at one-hot·s so the class gets probability :data:`LABEL_INIT_PROB`;
   ``labels="rows"``: the label rows themselves (one-hot to start; what kernel regression fits) —
   or real-valued targets, fixed or learned as rows.
 - Rows are stratum-major (class 0, class 1, ... or one stratum for real targets): ``slices[c]``.
-- ``synthetic.init`` draws the start (:func:`ddspec.components.init.init_synthetic`).
+- ``synthetic.init`` draws the start (:func:`ddspec.components.synthetic.init.init_synthetic`).
 
 :meth:`SyntheticSet.tensors` names the learned leaves (``x`` as z, and ``labels`` when learned) for the
 outer optimizer and checkpoints; :meth:`SyntheticSet.result` gives the tensors saved as artifacts.
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 
 from ddspec.components.data.base import Dataset
-from ddspec.components.init import init_synthetic
+from ddspec.components.synthetic.init import init_synthetic
 
 #: Learned soft labels start as one-hot x scale, with scale such that softmax gives the class this probability.
 LABEL_INIT_PROB = 0.9

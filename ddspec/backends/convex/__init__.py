@@ -2,13 +2,13 @@
 implicit differentiation of their KKT conditions.
 
 For ``model: linear`` with ``train: convex`` (L2/L1 logistic regression, linear SVM, ridge with optional
-constraints; :mod:`ddspec.components.convex` has the math) and ``task: test_error``, each outer iteration
+constraints; :mod:`ddspec.components.closed_form.convex` has the math) and ``task: test_error``, each outer iteration
 solves the inner problem on D̂ exactly, θ* = (W*, b*), measures the test error
 L(θ*) = CE(X_real W* + b*, y_real) on a real batch, and steps on D̂ along
 
     dL/dD̂ = −∂/∂D̂ [vᵀ ∇θ ℒ(θ*, μ*; D̂)],   K v = ∂L/∂θ   (K: the KKT matrix at θ*)
 
-numpy / cvxpy / torch are imported by :mod:`._convex_run` in ``run``.
+numpy / cvxpy / torch are imported by :mod:`.run` in ``run``.
 """
 
 from __future__ import annotations
@@ -83,11 +83,11 @@ class ConvexBackend(Backend):
         return Estimate(int(memory), total, detail)
 
     def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends._convex_run import distill
+        from ddspec.backends.convex.run import distill
 
         return distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
-        from ddspec.backends._convex_run import weight_metrics
+        from ddspec.backends.convex.run import weight_metrics
 
         return weight_metrics(problem, data, x, y)

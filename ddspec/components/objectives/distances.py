@@ -1,12 +1,20 @@
 """Matching distances (surrogates): gradient matching (DC), feature means (DM), RBF MMD².
 
 Each returns a scalar tensor differentiable w.r.t. its (synthetic) inputs; the backends sum the
-per-class values.
+per-class values. The registered builders (``build_*``, named in :mod:`ddspec.spec.distance`) return
+the behaviour objects the matching backend calls:
+
+- an embedding surrogate (capability ``embedding``): ``d(real_features, synthetic_features)`` over the
+  rows of one class (:class:`FeatureMean`, :class:`MMD`);
+- a gradient surrogate (capability ``needs_network_training``): ``d(real_gradients, synthetic_gradients)``
+  over the per-parameter gradients of one class's batches (:class:`GradientMatch`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -82,3 +90,44 @@ def mmd2(f_real: torch.Tensor, f_syn: torch.Tensor, bandwidths: Sequence[float] 
         return torch.exp(-_sq_dists(a, b)[..., None] * inv).sum(-1).mean()
 
     return kernel_mean(x, x) + kernel_mean(y, y) - 2 * kernel_mean(x, y)
+
+
+@dataclass(frozen=True)
+class GradientMatch:
+    """The gradient surrogate of ``gradient_match``: :func:`gradient_match` of the per-parameter gradients."""
+
+    skip_bias_and_norm: bool = True
+
+    def __call__(self, g_real: Sequence[torch.Tensor], g_syn: Sequence[torch.Tensor]) -> torch.Tensor:
+        return gradient_match(g_real, g_syn, self.skip_bias_and_norm)
+
+
+@dataclass(frozen=True)
+class FeatureMean:
+    """The embedding surrogate of ``feature_mean``: :func:`feature_mean` of one class's features."""
+
+    def __call__(self, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
+        return feature_mean(f_real, f_syn)
+
+
+@dataclass(frozen=True)
+class MMD:
+    """The embedding surrogate of ``mmd``: :func:`mmd2` of one class's features with fixed ``bandwidths``
+    (None: the median heuristic)."""
+
+    bandwidths: tuple[float, ...] | None = None
+
+    def __call__(self, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
+        return mmd2(f_real, f_syn, self.bandwidths)
+
+
+def build_gradient_match(spec: Any) -> GradientMatch:
+    return GradientMatch(spec.skip_bias_and_norm)
+
+
+def build_feature_mean(spec: Any) -> FeatureMean:
+    return FeatureMean()
+
+
+def build_mmd(spec: Any) -> MMD:
+    return MMD(None if spec.bandwidths is None else tuple(spec.bandwidths))
