@@ -7,8 +7,9 @@ metric values are recorded.
     python benchmarks/example_hashes.py --record benchmarks/results/example_hashes.json   # before a change
     python benchmarks/example_hashes.py --check benchmarks/results/example_hashes.json    # after it
 
-``--check`` prints one line per example (same / DIFFERENT, with the differing names) and exits 1 on any
-difference, so a deliberate change has to be named.
+``--check`` prints one line per example (same / DIFFERENT, with the differing names; new for an example
+that has no stored fingerprint) and exits 1 on any difference or failed run, so a deliberate change has
+to be named.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def fingerprint(path: Path) -> dict:
         out = Path(tmp) / "run"
         sets = [a for item in overrides(path) for a in ("--set", item)]
         proc = subprocess.run([sys.executable, "-m", "ddspec.cli", "run", str(path), "--out", str(out), *sets],
-                              capture_output=True, text=True, cwd=ROOT)
+                              check=False, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             return {"error": proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]}
         tensors = load_file(str(out / "distilled.safetensors"))
@@ -89,20 +90,24 @@ def main() -> int:
             print(f"{name:40s} {'ERROR ' + str(fp['error']) if 'error' in fp else 'recorded'}")
         return 0
     stored = json.loads(args.check.read_text())
-    bad = 0
+    bad = new = 0
     for name, fp in found.items():
         want = stored.get(name)
         if want == fp:
             print(f"{name:40s} same")
             continue
+        if want is None and "error" not in fp:
+            new += 1
+            print(f"{name:40s} new (no stored fingerprint)")
+            continue
         bad += 1
         if want is None:
-            print(f"{name:40s} NEW (no stored fingerprint)")
+            print(f"{name:40s} FAILED {fp['error']}")
             continue
         diff = [k for part in ("tensors", "metrics") for k in sorted(set(want.get(part, {})) | set(fp.get(part, {})))
                 if want.get(part, {}).get(k) != fp.get(part, {}).get(k)]
         print(f"{name:40s} DIFFERENT {fp.get('error') or diff}")
-    print(f"{len(found) - bad} same, {bad} different")
+    print(f"{len(found) - bad - new} same, {bad} different, {new} new")
     return 1 if bad else 0
 
 

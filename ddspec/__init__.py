@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Problem", "__version__", "compile", "load"]
+__all__ = ["Problem", "__version__", "compile", "load", "register", "register_backend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,8 +26,12 @@ def __getattr__(name: str) -> Any:
         from ddspec.compiler.plan import compile
 
         return compile
-    if name == "Problem":
-        from ddspec.spec.problem import Problem
+    if name == "Problem":  # the model for the registries as they are now (rebuilt after registrations)
+        from ddspec.spec.problem import problem_model
 
-        return Problem
+        return problem_model()
+    if name in ("register", "register_backend"):
+        import ddspec.registry
+
+        return getattr(ddspec.registry, name)
     raise AttributeError(f"module 'ddspec' has no attribute {name!r}")

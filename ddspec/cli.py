@@ -1,7 +1,8 @@
 """``ddspec validate | explain | run | evaluate | report | schema``.
 
-Exit codes: 0 success; 2 invalid spec or arguments (the message names the spec path and a fix,
-no traceback); 1 the run failed (divergence, I/O, interrupted — resumable with ``--resume``).
+Exit codes: 0 success; 2 invalid spec, data or arguments (the message names the spec path and a fix,
+no traceback); 1 the run failed (divergence, a solver, I/O, interrupted — resumable with ``--resume``;
+an unexpected exception is reported as ``INTERNAL``). ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ddspec.errors import DDSpecError, SpecError
+from ddspec.errors import DDSpecError, SpecError, format_traceback, internal_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,8 +51,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ddspec.runtime.runner import default_out, run_plan
+
     plan = _plan(args)
-    result = plan.run(out=args.out, resume=args.resume)
+    out = Path(args.out) if args.out is not None else default_out(plan.problem)
+    result = run_plan(plan, out, resume=args.resume, overwrite=args.overwrite)
     _print_metrics(result.metrics)
     print(f"artifacts: {result.out}  (report: {result.out / 'report.html'})")
     return 0
@@ -81,24 +85,34 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def schema_json() -> str:
-    """The JSON Schema of the spec (what ``schemas/ddspec.schema.json`` holds)."""
-    from ddspec.spec.problem import Problem
+    """The JSON Schema of the spec (what ``schemas/ddspec.schema.json`` holds): the Problem model of the
+    registries with the plugins loaded; the registered backends' names as examples of ``backend``."""
+    from ddspec.registry import load_backends
+    from ddspec.spec.problem import problem_model
 
-    schema = Problem.model_json_schema()
+    schema = problem_model().model_json_schema()
+    schema["properties"]["backend"]["examples"] = ["auto", *sorted(load_backends())]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "ddspec problem"
     return json.dumps(schema, indent=2, ensure_ascii=False)
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
-    def show(name: str, m: dict[str, Any]) -> None:
-        print(f"{name:<22} {m['mean']:.4f} ± {m['std']:.4f}  (n={len(m['values'])})")
+    """Every figure as mean ± std (n runs), each baseline's figure beside it; then the backend's figures."""
+    baselines = metrics.get("baselines", {})
 
-    for key in ("accuracy", "cluster_min", "worst_group"):
-        if key in metrics:
-            show(key, metrics[key])
+    def show(name: str, m: dict[str, Any], beside: dict[str, Any]) -> None:
+        line = f"{name:<22} {m['mean']:.4f} ± {m['std']:.4f}  (n={len(m['values'])})"
+        for baseline, b in beside.items():
+            line += f"   {baseline} {b['mean']:.4f} ± {b['std']:.4f}"
+        print(line)
+
+    for key, m in metrics.items():  # the metrics, in the order evaluated
+        if isinstance(m, dict) and "mean" in m and "values" in m:
+            show(key, m, {b: figures[key] for b, figures in baselines.items() if key in figures})
     for name, m in metrics.get("corruptions", {}).items():
-        show(f"corruptions.{name}", m)
+        show(f"corruptions.{name}", m,
+             {b: figures["corruptions"][name] for b, figures in baselines.items() if name in figures["corruptions"]})
     for name, value in metrics.items():  # backend figures (e.g. w_rel_error, agreement)
         if isinstance(value, float) and name != "distill_seconds":
             print(f"{name:<22} {value:.4g}")
@@ -125,29 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "explain":
             p.add_argument("--json", action="store_true", help="print the plan as JSON")
         if name == "run":
-            p.add_argument("--out", required=True, help="output folder for the artifacts")
-            p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+            p.add_argument("--out", help="output folder for the artifacts (default: runs/<name of the spec>)")
+            p.add_argument("--resume", action="store_true", help="continue an interrupted run in the output folder")
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace a run already in the output folder (its artifacts are deleted first)")
         if name in ("evaluate", "report"):
             p.add_argument("dir", help="a run folder (the --out of `ddspec run`)")
         if name == "evaluate":
             p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                            help="override evaluate.* or runtime.* fields")
+        p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; an error prints its findings (and with ``--debug`` its traceback), never a bare traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except SpecError as exc:
-        print(exc.render(), file=sys.stderr)
-        return 2
-    except DDSpecError as exc:
-        print(exc.render(), file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("ddspec: interrupted", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - the boundary: every error becomes findings with a code and a fix
+        error = exc if isinstance(exc, DDSpecError) else internal_error(exc)
+        if args.debug:
+            print(format_traceback(exc), file=sys.stderr)
+        print(error.render(), file=sys.stderr)
+        return 2 if isinstance(error, SpecError) else 1
 
 
 if __name__ == "__main__":

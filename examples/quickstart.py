@@ -34,6 +34,7 @@ def build_problem() -> ddspec.Problem:
         optimize=GradientOptimize(iterations=1000, augmentation=AugmentationSpec(enabled=False)),
         evaluate={
             "seeds": [0, 1, 2],
+            "baselines": ["random"],
             "corruptions": [NoiseCorruption(variance=0.005), BlurCorruption(radius=2), InvertCorruption()],
         },
     )
@@ -44,8 +45,9 @@ def main() -> None:
     plan = ddspec.compile(build_problem())
     print(plan.explain())
     result = plan.run(out=out)
-    acc = result.metrics["accuracy"]
-    print(f"accuracy {acc['mean']:.3f} ± {acc['std']:.3f} over seeds {result.metrics['seeds']}; report: {out}/report.html")
+    acc, random = result.metrics["accuracy"], result.metrics["baselines"]["random"]["accuracy"]
+    print(f"accuracy {acc['mean']:.3f} ± {acc['std']:.3f} over seeds {result.metrics['seeds']} "
+          f"(random real samples: {random['mean']:.3f} ± {random['std']:.3f}); report: {out}/report.html")
 
 
 if __name__ == "__main__":

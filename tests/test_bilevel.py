@@ -9,12 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 import ddspec
-from ddspec.components.training.experts import EXPERTS, TEACHER
-from ddspec.components.synthetic.set import channel_stats
 from ddspec.components.objectives.risks import mean, worst
+from ddspec.components.synthetic.set import channel_stats
+from ddspec.components.training.experts import EXPERTS, TEACHER
 from ddspec.components.training.unroll import unit_norm
 from ddspec.errors import WellPosednessError
-from ddspec.registry import DATA
+from ddspec.registry import DATA, HYPERGRADIENTS
+from ddspec.spec.optimize import ImplicitHypergradient, RidgeHeadHypergradient, UnrolledHypergradient
 from ddspec.spec.risk import MaxRisk, MeanRisk
 
 
@@ -79,6 +80,22 @@ def test_ill_posed_bilevel_specs_are_refused_with_a_fix(bilevel_spec, overrides,
         compiled(bilevel_spec, *overrides)
     finding = next(f for f in err.value.findings if f.code == code)
     assert finding.fix and finding.path
+
+
+def test_hypergradient_kinds_carry_their_facts() -> None:
+    """Tracked steps (memory) and FLOPs per scenario by hand, and the capabilities other code reads."""
+    assert UnrolledHypergradient().tracked_steps(10)[0] == 10
+    assert UnrolledHypergradient(truncate=6).tracked_steps(10)[0] == 6
+    assert UnrolledHypergradient(truncate=6, checkpoint_every=4).tracked_steps(10)[0] == 2 + 4  # ⌈6/4⌉ + 4
+    assert ImplicitHypergradient().tracked_steps(10)[0] == RidgeHeadHypergradient().tracked_steps(10)[0] == 1
+    # K = 10 steps of 1 FLOP, outer loss 5
+    assert UnrolledHypergradient().scenario_flops(10, 1.0, 5.0) == 10 * 2 + 5
+    assert UnrolledHypergradient(checkpoint_every=2).scenario_flops(10, 1.0, 5.0) == 10 * 2 * 2 + 5
+    assert ImplicitHypergradient(iterations=3).scenario_flops(10, 1.0, 5.0) == 10 + 5 + 3 * 2 * 2
+    assert RidgeHeadHypergradient().scenario_flops(10, 1.0, 5.0) == 11 + 5
+    assert HYPERGRADIENTS.kinds() == ["unrolled", "implicit", "ridge_head"]
+    assert HYPERGRADIENTS["unrolled"].capabilities == {"unrolls", "differentiates_lr"}
+    assert not HYPERGRADIENTS["implicit"].capabilities and not HYPERGRADIENTS["ridge_head"].capabilities
 
 
 def test_risks_by_hand() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -76,3 +77,65 @@ def test_schema_command(capsys) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "ddspec problem" and "data" in schema["properties"]
+
+
+# -- run folders: default runs/<name>, overwrite, interrupted --------------------------------------
+
+def test_run_defaults_to_runs_name_and_refuses_to_overwrite(tmp_path, tiny_spec, monkeypatch, capsys) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(tmp_path)
+    tiny_spec["name"] = "tiny run/1"
+    spec = write(tmp_path, tiny_spec)
+    assert main(["run", spec]) == 0
+    out = tmp_path / "runs" / "tiny_run_1"  # characters other than letters, digits, . _ - become _
+    assert (out / "metrics.json").exists() and f"artifacts: {Path('runs') / 'tiny_run_1'}" in capsys.readouterr().out
+    first = load_file(str(out / "distilled.safetensors"))["x"]
+    assert main(["run", spec]) == 2
+    err = capsys.readouterr().err
+    assert "[RUN_EXISTS] --out: runs/tiny_run_1 already holds a finished run" in err and "--overwrite" in err
+    assert main(["run", spec, "--resume", "--overwrite"]) == 2
+    assert "[BAD_ARGUMENTS] --overwrite" in capsys.readouterr().err
+    (out / "report.html").write_text("stale")
+    assert main(["run", spec, "--overwrite", "--set", "runtime.seed=1"]) == 0
+    assert not torch.equal(first, load_file(str(out / "distilled.safetensors"))["x"])
+    assert "stale" not in (out / "report.html").read_text()
+    assert yaml.safe_load((out / "spec.yaml").read_text())["runtime"]["seed"] == 1
+
+
+def test_an_interrupted_run_says_to_resume(tmp_path, tiny_spec, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"")
+    assert main(["run", write(tmp_path, tiny_spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "[RUN_INTERRUPTED] --out" in err and "continue it with --resume" in err and "Traceback" not in err
+
+
+# -- relative data paths: kept as written, resolved against the spec file's folder ------------------
+
+def test_relative_data_path_from_another_directory(tmp_path, monkeypatch, capsys) -> None:
+    import numpy as np
+
+    from tests.test_data_checks import arrays, spec
+
+    folder, elsewhere, third = (tmp_path / name for name in ("specs", "elsewhere", "third"))
+    for d in (folder / "data", elsewhere, third):
+        d.mkdir(parents=True)
+    np.savez(folder / "data" / "d.npz", **arrays())
+    spec_file = folder / "problem.yaml"
+    spec_file.write_text(yaml.safe_dump(spec({"kind": "npz", "path": "data/d.npz"})))
+    monkeypatch.chdir(elsewhere)  # the path is not relative to the current directory
+    assert main(["validate", str(spec_file)]) == 0
+    assert main(["run", str(spec_file), "--out", "out"]) == 0
+    out = elsewhere / "out"
+    assert yaml.safe_load((out / "spec.yaml").read_text())["data"]["path"] == "data/d.npz"  # as written
+    # the spec file's folder, relative to the run folder
+    assert json.loads((out / "plan.json").read_text())["base_dir"] == str(Path("..", "..", "specs"))
+    before = json.loads((out / "metrics.json").read_text())["accuracy"]["values"]
+    monkeypatch.chdir(third)
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["accuracy"]["values"] == before
+    assert main(["run", str(spec_file), "--out", str(out), "--resume"]) == 0  # resumes (re-evaluates) from here too
+    capsys.readouterr()

@@ -338,3 +338,35 @@ def test_non_unique_solution_has_no_hypergradient():
     assert not active_set(model, X, y, sol).margin.any()
     with pytest.raises(ValueError, match="not locally unique"):
         hypergradient(model, X, y, sol, np.ones((1, 1)), np.ones(1))
+
+
+# ---------------------------------------------------------------- the loss objects
+
+
+@pytest.mark.parametrize(("train", "kind", "constraint"), [
+    ({"loss": "logistic", "penalty": "l2"}, "logistic_l2", None),
+    ({"loss": "logistic", "penalty": "l1"}, "logistic_l1", None),
+    ({"loss": "svm"}, "svm", None),
+    ({"loss": "squared"}, "ridge", None),
+    ({"loss": "squared", "constraint": "nonnegative"}, "ridge", "nonneg"),
+    ({"loss": "squared", "constraint": "box", "box": 0.5}, "ridge", "box"),
+])
+def test_train_convex_picks_its_loss_object(train, kind, constraint):
+    from ddspec.spec.kernel import ConvexTrain
+
+    model = ConvexModel.of_train(ConvexTrain(**train), 3)
+    assert (model.kind, model.constraint, model.loss.name) == (kind, constraint, kind)
+    assert model.bound == train.get("box", 1.0)
+
+
+def test_only_the_squared_loss_takes_real_targets():
+    X = np.random.default_rng(0).standard_normal((12, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3
+    sol = solve(ConvexModel("ridge", 1e-3, classes=0), X, y)
+    # ridge with a tiny λ: (1/n)‖Xw + b − y‖² + λ‖w‖² ≈ least squares with intercept, solved exactly
+    A = np.hstack([X, np.ones((12, 1))])
+    exact = np.linalg.solve(A.T @ A / 12 + np.diag([1e-3] * 3 + [0.0]), A.T @ y / 12)
+    np.testing.assert_allclose(np.append(sol.W[:, 0], sol.b), exact, rtol=1e-8, atol=1e-10)
+    for kind in ("logistic_l2", "logistic_l1", "svm"):
+        with pytest.raises(ValueError, match="classes >= 2"):
+            ConvexModel(kind, 0.1, classes=0)

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_matching import analyse_spec, context
+from test_matching import DIABETES, analyse_spec, context
 
-from ddspec.backends.coreset import CoresetBackend, herding, kcenter
+import ddspec
+from ddspec.backends.coreset import CoresetBackend
+from ddspec.backends.coreset.run import herding, kcenter
+from ddspec.errors import BackendUnavailableError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,3 +82,13 @@ def test_can_lower_and_estimate() -> None:
     )
     cheap = BACKEND.estimate(analyse_spec({"data": {"kind": "digits"}, "optimize": {"kind": "select"}}))
     assert 0 < cheap.seconds < 1 and cheap.memory_bytes < 2**24
+
+
+def test_real_valued_targets_are_refused() -> None:
+    analysis = analyse_spec({**DIABETES, "optimize": {"kind": "select"}})
+    assert BACKEND.can_lower(analysis) == (
+        False, ("the data's targets are real values, and coreset selection picks samples class by class "
+                "(for regression use bilevel, krr or convex)")
+    )
+    with pytest.raises(BackendUnavailableError, match="coreset selection picks samples class by class"):
+        ddspec.compile(ddspec.load({**DIABETES, "optimize": {"kind": "select"}, "backend": "coreset"}))

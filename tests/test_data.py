@@ -15,9 +15,9 @@ import torch
 from ddspec.components.data import load_dataset
 from ddspec.components.data.base import Dataset
 from ddspec.components.data.builtin import _mnist1d
-from ddspec.components.data.idx import read_idx, read_idx_header
 from ddspec.errors import SpecError
 from ddspec.spec.data import DigitsData, IdxData, Mnist1dData, NpzData, TabularData, TorchvisionData
+from ddspec.spec.files import read_idx, read_idx_header
 
 IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 
@@ -149,7 +149,8 @@ def test_npz_missing_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("change", "says"), [
     ({"y_test": None}, "lacks arrays ['y_test']"),
-    ({"y_train": np.zeros(12)}, "y_train must be 1-D non-negative integer labels, got float64(12,)"),
+    ({"y_train": np.zeros(12)}, "y_train holds floats (float64), but targets are classes"),
+    ({"y_train": np.zeros((12, 2), dtype=int)}, "y_train must be 1-D non-negative integer labels, got int64(12, 2)"),
     ({"y_test": np.array([0, -1, 1, 2])}, "y_test must be 1-D non-negative integer labels"),
     ({"y_train": np.zeros(11, dtype=int)}, "x_train has 12 samples but y_train has 11"),
     ({"x_test": np.zeros((4, 2, 3))}, "x_test samples have shape (2, 3), x_train's (3, 2)"),
@@ -165,6 +166,69 @@ def test_npz_invalid_contents(tmp_path: Path, change: dict, says: str) -> None:
     code, where, message = spec_error(e)
     assert (code, where) == ("DATA_FILE_INVALID", "data.path")
     assert message.startswith(str(path)) and says in message and e.value.findings[0].fix
+
+
+def test_npz_float_labels_say_to_set_targets_real(tmp_path: Path) -> None:
+    path = tmp_path / "reg.npz"
+    np.savez(path, **{**npz_arrays(), "y_train": np.linspace(-1, 1, 12), "y_test": np.arange(4) / 3})
+    with pytest.raises(SpecError) as e:
+        NpzData(path=str(path)).describe()
+    assert "data.targets: real" in e.value.findings[0].fix
+    spec = NpzData(path=str(path), targets="real")
+    data = load_dataset(spec)
+    assert data.num_classes == 0 and data.y_train.dtype == torch.float32 and data.y_train.shape == (12,)
+    torch.testing.assert_close(data.y_train, torch.linspace(-1, 1, 12))
+    assert data.targets.num_outputs == 1 and [len(s) for s in data.strata()] == [12]
+    info = spec.describe()
+    assert (info.targets, info.target_dim, info.num_classes, info.class_counts, info.n_test) == ("real", 1, 0, (12,), 4)
+
+
+def test_npz_real_targets_with_several_outputs(tmp_path: Path) -> None:
+    path = tmp_path / "reg2.npz"
+    y = np.arange(16 * 3, dtype=np.float64).reshape(16, 3)
+    np.savez(path, **{**npz_arrays(), "y_train": y[:12], "y_test": y[12:]})
+    spec = NpzData(path=str(path), targets="real")
+    data = load_dataset(spec)
+    assert data.y_train.shape == (12, 3) and data.targets.num_outputs == 3 and spec.describe().target_dim == 3
+    np.savez(path, **{**npz_arrays(), "y_train": y[:12], "y_test": y[12:, :2]})
+    with pytest.raises(SpecError) as e:
+        load_dataset(spec)
+    assert "y_test rows have shape (2,), y_train's (3,)" in spec_error(e)[2]
+
+
+# --- diabetes (regression) ----------------------------------------------------------------------
+
+def test_diabetes_split_standardization_and_describe() -> None:
+    from sklearn.datasets import load_diabetes
+
+    raw_x, raw_y = load_diabetes(return_X_y=True)
+    spec = TabularData(name="diabetes", test_fraction=0.2, split_seed=5)
+    data = load_dataset(spec)
+    # the documented split: one default_rng(seed) permutation of all rows, the first round(442 * 0.2) = 88 to test
+    perm = np.random.default_rng(5).permutation(442)
+    test, train = np.sort(perm[:88]), np.sort(perm[88:])
+    assert data.x_train.shape == (354, 10) and data.x_test.shape == (88, 10)
+    assert data.y_train.shape == (354,) and data.y_train.dtype == torch.float32 and data.num_classes == 0
+    mx, sx, my, sy = raw_x[train].mean(0), raw_x[train].std(0), raw_y[train].mean(), raw_y[train].std()
+    torch.testing.assert_close(data.x_test, torch.from_numpy((raw_x[test] - mx) / sx).float())
+    torch.testing.assert_close(data.y_train, torch.from_numpy((raw_y[train] - my) / sy).float())
+    torch.testing.assert_close(data.y_test, torch.from_numpy((raw_y[test] - my) / sy).float())
+    y, x = data.y_train.double(), data.x_train.double()
+    assert abs(float(y.mean())) < 1e-6 and abs(float(y.std(unbiased=False)) - 1) < 1e-6
+    torch.testing.assert_close(x.mean(0), torch.zeros(10, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(10, dtype=torch.float64))
+    info = spec.describe()
+    assert (info.name, info.input_shape, info.num_classes) == ("diabetes", (10,), 0)
+    assert (info.targets, info.target_dim) == ("real", 1)
+    assert info.class_counts == (354,) and info.n_test == 88 and info.num_outputs == 1
+    default = TabularData(name="diabetes").describe()  # 442 * 0.25 = 110.5 rounds half to even: 110 test rows
+    assert (default.class_counts, default.n_test) == ((332,), 110)
+
+
+def test_diabetes_split_is_deterministic() -> None:
+    a, b, c = (load_dataset(TabularData(name="diabetes", split_seed=s)) for s in (1, 1, 2))
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.y_train, c.y_train) and len(a.y_train) == len(c.y_train) == 332
 
 
 def test_npz_not_an_archive(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from ddspec.components.objectives.distances import feature_mean, gradient_match, median_bandwidths, mmd2
+from ddspec.registry import DISTANCES
+from ddspec.spec.distance import FeatureMeanDistance, GradientMatchDistance, MMDDistance, dc_schedule
 
 
 def grads(seed: int = 0) -> list[torch.Tensor]:
@@ -127,3 +129,24 @@ def test_mmd2_median_heuristic_bandwidth_is_detached() -> None:
     sigma = median_bandwidths(torch.cat([real, syn.detach()])).tolist()
     (fixed,) = torch.autograd.grad(mmd2(real, syn, sigma), syn)
     assert torch.allclose(grad, fixed)
+
+
+# -- the registered builders and the spec classes' defaults -----------------------------------------------------
+def test_builders_return_the_surrogates_of_the_spec() -> None:
+    """Embedding surrogates: a class's features in, the distance out; feature_mean by hand, mmd with the spec's
+    bandwidths; gradient_match honours skip_bias_and_norm (1-D gradients opposite: 0 skipped, 2 counted)."""
+    real, syn = torch.tensor([[0.0, 2.0], [2.0, 2.0]]), torch.tensor([[4.0, 0.0]])
+    assert float(DISTANCES.build(FeatureMeanDistance())(real, syn)) == pytest.approx(9.0 + 4.0)
+    bandwidths = MMDDistance(bandwidths=[0.5, 3.0])
+    assert float(DISTANCES.build(bandwidths)(real, syn)) == pytest.approx(float(mmd2(real, syn, [0.5, 3.0])))
+    w, b = torch.ones(2, 2), torch.tensor([1.0, -1.0])
+    assert float(DISTANCES.build(GradientMatchDistance())([w, b], [w, -b])) == pytest.approx(0.0, abs=1e-5)
+    assert float(DISTANCES.build(GradientMatchDistance(skip_bias_and_norm=False))([w, b], [w, -b])) == pytest.approx(
+        2.0, abs=1e-5)
+
+
+def test_reference_lr_and_schedule_are_class_facts() -> None:
+    assert GradientMatchDistance.reference_lr == 0.1
+    assert FeatureMeanDistance.reference_lr == MMDDistance.reference_lr == 1.0
+    assert GradientMatchDistance.schedule(10) == dc_schedule(10) == (10, 50)
+    assert FeatureMeanDistance.schedule(10) == MMDDistance.schedule(50) == (1, 1)

@@ -31,6 +31,9 @@ def _blobs(n: int, seed: int, shape: tuple[int, ...] = (5,)) -> tuple[torch.Tens
 def test_accuracy_hand_case() -> None:
     data = _dataset(torch.zeros(4, 1), torch.tensor([0, 1, 2, 2]), 3)
     assert metrics.accuracy(AccuracyMetric(), torch.tensor([0, 1, 1, 2]), data) == 0.75
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, -1.0], [0.0, 3.0, 2.0], [-1.0, 0.0, 0.5]])  # argmax 0, 1, 1, 2
+    assert metrics.Accuracy(AccuracyMetric())(logits, data) == 0.75 and metrics.Accuracy(AccuracyMetric()).details(
+        logits, data) == {}
 
 
 def test_cluster_min_two_blobs_right_on_one_only() -> None:
@@ -42,7 +45,10 @@ def test_cluster_min_two_blobs_right_on_one_only() -> None:
     assert metrics.cluster_min(spec, pred, data) == 0.0
     sizes, accs = metrics.cluster_accuracies(spec, pred, data)
     assert sorted(sizes) == [50, 50] and sorted(accs) == [0.0, 1.0]
-    assert metrics.metric_details(spec, pred, data) == {"cluster_sizes": sizes, "cluster_accuracies": accs}
+    scored = metrics.ClusterMin(spec)
+    outputs = torch.nn.functional.one_hot(pred, 2).float()  # the metric objects take outputs; argmax = pred
+    assert scored(outputs, data) == 0.0
+    assert scored.details(outputs, data) == {"cluster_sizes": sizes, "cluster_accuracies": accs}
 
 
 def test_cluster_assignment_cached_and_deterministic() -> None:

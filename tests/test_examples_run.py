@@ -12,6 +12,7 @@ import pytest
 
 from ddspec.cli import main
 from ddspec.runtime import artifacts as art
+from ddspec.spec.evaluate import is_fraction, primary_metric
 from ddspec.spec.loading import load
 from tests.conftest import ROOT
 
@@ -45,18 +46,26 @@ def assert_finished_run(out: Path) -> None:
     problem = load(out / art.SPEC)  # the resolved spec is itself a valid spec
     tensors = art.load_distilled(out / art.DISTILLED)
     x, y = tensors["x"], tensors["y"]
-    classes = y.shape[1] if y.dim() == 2 else len(y.unique())
-    assert len(x) == len(y) == problem.synthetic.per_class * classes and x.isfinite().all()
+    info = problem.data.describe()
+    strata = max(info.num_classes, 1)  # the classes, or all rows as one stratum for real targets
+    assert len(x) == len(y) == sum(problem.synthetic.counts(strata)) and x.isfinite().all()
     iterations = problem.optimize.iterations if problem.optimize.kind == "gradient" else 0
     rows = art.read_json(out / art.HISTORY)["rows"]
     assert [r["iteration"] for r in rows] == list(range(iterations))
     metrics = art.read_json(out / art.METRICS)
     assert metrics["seeds"] == [0]
-    kinds = {"accuracy", *(m.kind for m in problem.evaluate.metrics)}
-    assert kinds <= set(metrics) and set(metrics["corruptions"]) == {c.kind for c in problem.evaluate.corruptions}
-    for name, m in [*((k, metrics[k]) for k in kinds), *metrics["corruptions"].items()]:
-        assert len(m["values"]) == 1, name
-        assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in [m["mean"], *m["values"]]), (name, m)
+    targets = info.targets
+    kinds = {m.kind for m in problem.evaluate.metric_specs(targets)}  # the metrics, or the targets' defaults
+    primary = primary_metric(targets).kind
+    corruptions = {c.kind for c in problem.evaluate.corruptions}
+    assert kinds <= set(metrics) and set(metrics["corruptions"]) == corruptions
+    assert set(metrics.get("baselines", {})) == set(problem.evaluate.baselines)
+    for figures in [metrics, *metrics.get("baselines", {}).values()]:
+        assert kinds <= set(figures) and set(figures["corruptions"]) == corruptions
+        for name, m in [*((k, figures[k]) for k in kinds), *((primary, c) for c in figures["corruptions"].values())]:
+            assert len(m["values"]) == 1, name
+            assert all(math.isfinite(v) for v in [m["mean"], *m["values"]]), (name, m)
+            assert not is_fraction(name) or all(0.0 <= v <= 1.0 for v in [m["mean"], *m["values"]]), (name, m)
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)

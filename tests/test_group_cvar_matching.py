@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 import ddspec
 import ddspec.components.objectives.groups as groups_module
-from ddspec.backends.matching import run as loop
 from ddspec.backends.base import Distilled
 from ddspec.backends.matching import MatchingBackend
+from ddspec.backends.matching import run as loop
 from ddspec.components.objectives.groups import (
     attribute_groups,
     kmeans_groups,
@@ -26,9 +26,9 @@ from ddspec.components.objectives.groups import (
 )
 from ddspec.components.objectives.risks import cvar, group_distance, group_objective
 from ddspec.errors import BackendUnavailableError, SpecError, WellPosednessError
-from ddspec.registry import DATA, RISKS
+from ddspec.registry import DATA, GROUPS, RISKS
 from ddspec.runtime.context import RunContext
-from ddspec.spec.risk import AttributeGroups, GroupCVaRRisk
+from ddspec.spec.risk import AttributeGroups, GroupCVaRRisk, KMeansGroups, NearestSyntheticGroups
 
 BACKEND = MatchingBackend()
 NEAREST = {"kind": "group_cvar", "groups": {"kind": "nearest_synthetic"}}
@@ -103,6 +103,29 @@ def test_attribute_groups_stay_within_a_class() -> None:
     assert ids.tolist() == [0, 1, 6, 7] and n == 8
 
 
+def test_group_kinds_build_assigners(tmp_path: Path, tiny_spec: dict[str, Any]) -> None:
+    """kmeans and attribute are fixed (computed once, the ids of kmeans_groups / attribute_groups); nearest_synthetic
+    is assigned on the fly; each describes itself for explain."""
+    assert GROUPS.kinds() == ["nearest_synthetic", "kmeans", "attribute"]
+    assert [k for k in GROUPS.kinds() if "fixed" in GROUPS[k].capabilities] == ["kmeans", "attribute"]
+    data = context(with_(tiny_spec, data={"kind": "digits_shift"}), tmp_path).data
+    rows = torch.arange(0, 1000, 7)
+    fixed = GROUPS.build(AttributeGroups(), data)
+    ids, n = attribute_groups(data.y_train, data.groups_train, 10)
+    got, count = fixed.of_rows(data, rows, None, None, None)
+    assert torch.equal(fixed.ids, ids) and torch.equal(got, ids[rows]) and count == n == 200
+    kmeans = GROUPS.build(KMeansGroups(k=2), data)
+    assert torch.equal(kmeans.ids, kmeans_groups(data.x_train, data.y_train, 10, 2, 0)[0])
+    syn = torch.zeros(2, 1, 8, 8)
+    syn[1] += 1.0  # in input space, a real image joins the nearer of the all-zero and the all-one image
+    nearest = GROUPS.build(NearestSyntheticGroups(space="input"), data)
+    want = (data.x_train[rows].flatten(1) - 0.5).sum(1).gt(0).long()  # ‖x − 1‖² < ‖x‖² ⟺ Σ(x − ½) > 0
+    assert torch.equal(nearest.in_class(data, rows, None, None, syn), want)
+    assert NearestSyntheticGroups().describe() == ("nearest synthetic point of the class (embedding space, at most 10 "
+                                                   "per class)")
+    assert KMeansGroups(k=3).describe() == "3 k-means clusters per class"
+
+
 # -- the network-update loss ----------------------------------------------------------------------------
 def test_group_objective_value_and_gradient_by_hand() -> None:
     """Group 0: losses 1, 2, 3 (CVaR_1 = 2); group 1: one sample with loss 10 (counts); group 2: empty (skipped).
@@ -160,7 +183,7 @@ def test_robust_network_update_trains_on_real_groups(tmp_path: Path, tiny_spec: 
     ctx.generator.set_state(state)
     rows = m.robust_rows()
     assert len(rows) == 250 and torch.equal(torch.bincount(ctx.data.y_train[rows]), torch.full((10,), 25))
-    groups, n = m.real_groups(before, rows)
+    groups, n = m.groups.of_rows(ctx.data, rows, m.synthetic.x, m.synthetic.y, before)
     assert n == 20 and len(torch.unique(groups)) > 10  # 2 groups per class, nearly all non-empty
     losses = F.cross_entropy(before(m.aug(ctx.data.x_train[rows], m.seed())), ctx.data.y_train[rows], reduction="none")
     grads = torch.autograd.grad(group_objective(losses, groups, n, ctx.problem.risk), list(before.parameters()))
@@ -197,10 +220,10 @@ def test_grouped_class_distance_on_a_linear_model(tmp_path: Path) -> None:
         ys += [k, k]
     m = loop.Matcher.starting_at(ctx, torch.stack(xs), torch.tensor(ys))
     net = ctx.new_model()
-    got = loop.grouped_class_distance(m, net, c, 0, loop.embedding_distance(ctx.problem))
+    got = loop.grouped_class_distance(m, net, c, 0)
 
     real = data.x_train[data.strata()[c]]
-    syn = m.synthetic(c).detach()
+    syn = m.synthetic.stratum(c).detach()
     nearest = [int(((syn - r) ** 2).sum(1).argmin()) for r in real]
     assert sorted(set(nearest)) == [0, 1] and nearest.count(1) >= 1
     d = torch.stack([(real[torch.tensor(nearest) == g].mean(0) - syn.mean(0)).pow(2).sum() for g in (0, 1)])
@@ -218,14 +241,14 @@ def test_dm_groups_in_embedding_space_use_the_compared_features(tmp_path: Path, 
     c, rows = 3, torch.arange(6)
     real = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [4.0, 6.0], [0.0, 0.2], [9.0, 9.0]])
     syn = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
-    assert m.class_groups(c, rows, real, syn).tolist() == [0, 0, 1, 1, 0, 1]
+    assert m.groups.in_class(ctx.data, rows, real, syn, m.synthetic.stratum(c)).tolist() == [0, 0, 1, 1, 0, 1]
     ctx = context(with_(tiny_spec, risk={**NEAREST, "groups": {"kind": "nearest_synthetic", "space": "input"}}),
                   tmp_path / "input")
     m = loop.Matcher.create(ctx)
     rows = ctx.data.strata()[c][:8]
-    x, s = ctx.data.x_train[rows], m.synthetic(c).detach()
+    x, s = ctx.data.x_train[rows], m.synthetic.stratum(c).detach()
     want = [int(((s - xi) ** 2).sum((1, 2, 3)).argmin()) for xi in x]
-    assert m.class_groups(c, rows, real, syn).tolist() == want
+    assert m.groups.in_class(ctx.data, rows, real, syn, s).tolist() == want
 
 
 # -- runs -----------------------------------------------------------------------------------------------------
@@ -243,8 +266,8 @@ def test_attribute_groups_on_digits_shift_run(tmp_path: Path, tiny_spec: dict[st
                 risk={"kind": "group_cvar", "groups": {"kind": "attribute"}}, optimize={"iterations": 2})
     ctx = context(raw, tmp_path)
     m = loop.Matcher.create(ctx)
-    assert m.sample_groups is not None and m.num_groups == 200
-    ids = m.sample_groups
+    assert m.groups.num_groups == 200
+    ids = m.groups.ids
     assert torch.equal(ids // 20, ctx.data.y_train) and len(torch.unique(ids)) == 20
     assert torch.isfinite(BACKEND.run(ctx).x).all()
 
@@ -261,11 +284,9 @@ def test_mean_risk_never_groups(tmp_path: Path, tiny_spec: dict[str, Any], monke
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("risk mean must not group")
 
-    for name in ("real_groups",):
-        monkeypatch.setattr(loop.Matcher, name, boom)
     for name in ("train_network_robust", "grouped_class_distance"):
         monkeypatch.setattr(loop, name, boom)
-    for name in ("kmeans_groups", "attribute_groups"):
+    for name in ("build_nearest_synthetic", "build_kmeans", "build_attribute", "kmeans_groups", "attribute_groups"):
         monkeypatch.setattr(groups_module, name, boom)
     for distance in ("feature_mean", "gradient_match"):
         raw = with_(tiny_spec, distance={"kind": distance}, optimize={"iterations": 2})
@@ -326,7 +347,7 @@ def test_compiler_refuses_other_combinations(tiny_spec: dict[str, Any]) -> None:
     with pytest.raises(WellPosednessError, match="KMEANS_TOO_MANY_CLUSTERS"):
         ddspec.compile(ddspec.load(with_(tiny_spec, risk={"kind": "group_cvar", "groups": {"kind": "kmeans", "k": 500}})))
     trajectory = {"kind": "trajectory", "experts": 1, "expert_epochs": 3, "max_start_epoch": 1}
-    with pytest.raises(BackendUnavailableError, match="group_cvar needs per-sample real losses"):
+    with pytest.raises(BackendUnavailableError, match="needs per-sample real losses"):
         ddspec.compile(ddspec.load(with_(tiny_spec, distance=trajectory, risk=NEAREST)))
     analysis = ddspec.compile(ddspec.load(with_(tiny_spec, risk=NEAREST))).analysis
     ok, why = BACKEND.can_lower(dataclasses.replace(analysis, facts=analysis.facts - {"model:differentiable"}))

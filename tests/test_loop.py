@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from ddspec.components.training.optimizers import apply_schedule
+from ddspec.components.training.optimizers import lr_scheduler
 from ddspec.errors import DivergenceError, RunError
 from ddspec.runtime.loop import Loop
 
@@ -85,8 +85,9 @@ def scheduled_run(path, stop_at: int | None = None, resume: bool = False) -> tup
     """8 iterations of :func:`step` under a cosine schedule; returns the state and the lr each iteration saw."""
     torch.manual_seed(0)
     state, seen = make_state(), []
-    loop = Loop(path, 8, every=3, state=state, show=False, resume=resume,
-                before_each=lambda it: apply_schedule(state["opt"], "cosine", it, 8))
+    scheduler = lr_scheduler(state["opt"], "cosine", 8)
+    loop = Loop(path, 8, every=3, state={**state, "lr_schedule": scheduler}, show=False, resume=resume,
+                after_each=scheduler.step)
     for it in loop:
         seen.append(state["opt"].param_groups[0]["lr"])
         loop.record(it, loss=step(state))
@@ -108,5 +109,8 @@ def test_cosine_schedule_sets_each_lr_and_survives_resume(tmp_path) -> None:
 
 def test_constant_schedule_leaves_the_lr() -> None:
     opt = make_state()["opt"]
-    apply_schedule(opt, "constant", 5, 8)
+    scheduler = lr_scheduler(opt, "constant", 8)
+    for _ in range(5):
+        opt.step()
+        scheduler.step()
     assert opt.param_groups[0]["lr"] == 0.1

@@ -15,14 +15,15 @@ import torch
 
 import ddspec
 from ddspec.analysis.facts import analyse
-from ddspec.backends.matching.run import Matcher, class_gradient_distance
 from ddspec.backends.base import Distilled
-from ddspec.backends.matching import MatchingBackend, dc_schedule
+from ddspec.backends.matching import MatchingBackend
+from ddspec.backends.matching.run import Matcher, class_gradient_distance
 from ddspec.components.synthetic.set import label_scale
-from ddspec.errors import DivergenceError, RunError, SpecError
-from ddspec.registry import DATA
+from ddspec.errors import BackendUnavailableError, DivergenceError, RunError, SpecError
+from ddspec.registry import DATA, DISTANCES, RISKS
 from ddspec.runtime.context import RunContext
 from ddspec.runtime.loop import Loop
+from ddspec.spec.distance import dc_schedule
 
 BACKEND = MatchingBackend()
 
@@ -109,6 +110,38 @@ def test_can_lower_declines_selection_and_missing_distance() -> None:
                    "no distance is declared")
 
 
+def test_algorithm_and_risk_are_chosen_by_capability() -> None:
+    """Without `embedding` (or `needs_network_training`) a surrogate has no loop here; without `expectation` (or
+    `groups`) the risk is refused; the built-in kinds declare them."""
+    assert {"surrogate", "embedding"} <= DISTANCES["mmd"].capabilities
+    assert "needs_network_training" in DISTANCES["gradient_match"].capabilities
+    assert "expectation" in RISKS["mean"].capabilities and "groups" in RISKS["group_cvar"].capabilities
+    analysis = analyse_spec(spec())
+    ok, why = BACKEND.can_lower(dataclasses.replace(analysis, facts=analysis.facts - {"distance:embedding"}))
+    assert not ok and why.startswith("the surrogate `feature_mean` compares neither embeddings")
+    ok, why = BACKEND.can_lower(dataclasses.replace(analysis, facts=analysis.facts - {"risk:expectation"}))
+    assert not ok and why.startswith("the risk `mean` is not supported")
+
+
+#: Regression data (442 rows, one real target) with a linear model.
+DIABETES = {"data": {"kind": "tabular", "name": "diabetes"}, "model": {"kind": "linear"}, "synthetic": {"per_class": 4}}
+
+
+def test_real_valued_targets_are_refused_naming_the_regression_backends() -> None:
+    """Matching compares classes: real targets are refused with the reason, and the compiler names a backend that
+    can take the problem (bilevel, for the test error)."""
+    with pytest.raises(BackendUnavailableError) as err:
+        ddspec.compile(ddspec.load({**DIABETES, "distance": {"kind": "feature_mean"}, "backend": "matching"}))
+    assert err.value.findings[0].message == (
+        "backend `matching` cannot run this spec: the data's targets are real values, and matching compares the real "
+        "and synthetic data class by class (for regression use bilevel, krr or convex)"
+    )
+    with pytest.raises(BackendUnavailableError) as err:
+        ddspec.compile(ddspec.load({**DIABETES, "task": {"kind": "test_error"}, "backend": "matching"}))
+    assert "the data's targets are real values" in err.value.findings[0].message
+    assert err.value.findings[0].fix == "backends that can: bilevel; or set backend: auto"
+
+
 def test_dc_schedule() -> None:
     assert dc_schedule(1) == (1, 1) and dc_schedule(10) == (10, 50) and dc_schedule(50) == (50, 10)
     assert dc_schedule(20) == (20, 25) and dc_schedule(25) == (25, 22)
@@ -176,36 +209,37 @@ def test_gradient_match_of_the_real_batch_itself_is_zero(tmp_path: Path) -> None
     rows = data.strata()[c]
     x, y = data.x_train[rows], data.y_train[rows]
     net = ctx.new_model()
-    assert class_gradient_distance(Matcher.starting_at(ctx, x, y), net, c, True).item() < 1e-3
+    assert class_gradient_distance(Matcher.starting_at(ctx, x, y), net, c).item() < 1e-3
 
     class Unpaired(Matcher):
         def aug(self, x: torch.Tensor, seed: int) -> torch.Tensor:
             return super().aug(x, seed + int(x.requires_grad))
 
-    assert class_gradient_distance(Unpaired.starting_at(ctx, x, y), net, c, True).item() > 0.05
+    assert class_gradient_distance(Unpaired.starting_at(ctx, x, y), net, c).item() > 0.05
 
 
 def test_synthetic_steps_are_taken_in_standardized_units(tmp_path: Path) -> None:
     """x = μ + σ·z per channel: z of the real data has mean 0 and std 1, and x round-trips."""
     ctx = context(spec(), tmp_path)
-    m = Matcher.starting_at(ctx, ctx.data.x_train, ctx.data.y_train)
-    torch.testing.assert_close(m.z.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
-    torch.testing.assert_close(m.z.std(unbiased=False), torch.tensor(1.0), atol=1e-5, rtol=0)
-    torch.testing.assert_close(m.x, ctx.data.x_train, atol=1e-5, rtol=0)
+    s = Matcher.starting_at(ctx, ctx.data.x_train, ctx.data.y_train).synthetic
+    torch.testing.assert_close(s.z.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.z.std(unbiased=False), torch.tensor(1.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.x, ctx.data.x_train, atol=1e-5, rtol=0)
 
 
 def test_learned_labels_are_probabilities_with_a_gradient(tmp_path: Path) -> None:
     raw = spec("gradient_match", synthetic={"per_class": 2, "learn_labels": True}, optimize={"iterations": 1})
     ctx = context(raw, tmp_path)
     m = Matcher.create(ctx)
-    assert torch.softmax(m.logits, 1).max(1).values.sub(0.9).abs().max() < 1e-6
+    logits = m.synthetic.learned
+    assert torch.softmax(logits, 1).max(1).values.sub(0.9).abs().max() < 1e-6
     assert label_scale(10) == pytest.approx(torch.log(torch.tensor(81.0)).item())
-    class_gradient_distance(m, ctx.new_model(), 4, True).backward()
-    assert m.logits.grad is not None and m.logits.grad[m.slices[4]].abs().sum() > 0
+    class_gradient_distance(m, ctx.new_model(), 4).backward()
+    assert logits.grad is not None and logits.grad[m.synthetic.slices[4]].abs().sum() > 0
     out, _ = distill(raw, tmp_path / "run")
     assert out.y.dtype == torch.float32 and out.y.shape == (20, 10)
     torch.testing.assert_close(out.y.sum(1), torch.ones(20))
-    assert not torch.allclose(out.y, torch.softmax(m.logits.detach(), 1))
+    assert not torch.allclose(out.y, torch.softmax(logits.detach(), 1))
 
 
 # -- runs: determinism, resume, divergence ---------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,7 +15,15 @@ from ddspec.components.data.base import Dataset
 from ddspec.errors import SpecError
 from ddspec.evaluate import evaluate_distilled
 from ddspec.runtime.artifacts import DISTILLED, HISTORY, METRICS, PLAN, SPEC, atomic_write_json, save_distilled
-from ddspec.runtime.report import LOSS_PNG, ROBUSTNESS_PNG, SAMPLES_PNG, history_rows, loss_png, write_report
+from ddspec.runtime.report import (
+    LOSS_PNG,
+    ROBUSTNESS_PNG,
+    SAMPLES_PNG,
+    history_rows,
+    loss_png,
+    strata_of,
+    write_report,
+)
 from ddspec.spec import Problem
 
 METRICS_JSON = {
@@ -23,7 +32,11 @@ METRICS_JSON = {
         "mean": 0.5, "std": 0.1, "values": [0.4, 0.6], "clusters": 2, "seed": 0,
         "cluster_sizes": [[30, 20], [30, 20]], "cluster_accuracies": [[0.4, 0.9], [0.6, 0.8]],
     },
-    "corruptions": {"noise": {"mean": 0.75, "std": 0.0, "values": [0.75, 0.75], "variance": 0.005}},
+    "corruptions": {"noise": {"mean": 0.75, "std": 0.0, "values": [0.75, 0.75], "variance": 0.005,
+                              "metric": "accuracy"}},
+    "baselines": {"random": {"accuracy": {"mean": 0.4, "std": 0.05, "values": [0.35, 0.45]},
+                             "cluster_min": {"mean": 0.2, "std": 0.0, "values": [0.2, 0.2]},
+                             "corruptions": {"noise": {"mean": 0.3, "std": 0.01, "values": [0.29, 0.31]}}}},
     "per_model": {"0:linear": {"accuracy": {"mean": 0.8125, "std": 0.0125, "values": [0.8, 0.825]}}},
     "protocol": {"models": [{"kind": "linear"}], "epochs": 3},
     "seeds": [0, 1],
@@ -66,6 +79,9 @@ def test_report_contents(tmp_path: Path, case: str) -> None:
     assert "<title>toy-run" in page and "ddspec run: toy-run" in page
     for figure in ("<td>distill_seconds</td><td>1.5</td>", "81.2% ± 1.2", "50.0% ± 10.0", "75.0% ± 0.0", "clusters=2, seed=0", "variance=0.005"):
         assert figure in page
+    # a column per baseline, beside the distilled figure of the same row
+    assert "<th>baseline random</th>" in page and "<td>81.2% ± 1.2</td><td>40.0% ± 5.0</td>" in page
+    assert "<td>noise</td><td>75.0% ± 0.0</td><td>30.0% ± 1.0</td>" in page and "Corruptions (accuracy)" in page
     assert "&lt;approximates&gt;" in page and "<approximates>" not in page  # escaped
     assert "backend: matching" in page and "kind: digits" in page
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', page)) == 3
@@ -85,6 +101,29 @@ def test_history_rows_formats() -> None:
     rows = [{"iteration": 0, "loss": 1.0}]
     assert history_rows(rows) == rows == history_rows({"distill_seconds": 2.0, "rows": rows})
     assert loss_png([]) is None and loss_png(rows)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_regression(tmp_path: Path) -> None:
+    """Real-valued targets: RMSE and R² are shown as values (not percentages), the corruption table names rmse,
+    and the samples figure holds one stratum; without corruptions the chart shows the baselines' bars."""
+    out = _run_dir(tmp_path, torch.randn(12, 10), torch.randn(12))
+    stats = lambda m, s: {"mean": m, "std": s, "values": [m, m]}
+    figures = {"rmse": stats(0.71, 0.02), "r2": stats(0.48, 0.03),
+               "corruptions": {"noise": stats(0.9, 0.05) | {"variance": 0.1, "metric": "rmse"}},
+               "baselines": {"random": {"rmse": stats(0.85, 0.04), "r2": stats(0.3, 0.05),
+                                        "corruptions": {"noise": stats(1.0, 0.1)}}}}
+    atomic_write_json(out / METRICS, figures)
+    page = write_report(out).read_text(encoding="utf-8")
+    assert "<td>rmse</td><td>0.71 ± 0.02</td><td>0.85 ± 0.04</td>" in page and "<td>0.48 ± 0.03</td>" in page
+    assert "Corruptions (rmse)" in page and "%" not in page.split("<h2>Metrics</h2>")[1].split("<h2>Plan")[0]
+    _check_png(out / ROBUSTNESS_PNG)
+    strata, label = strata_of(np.array([0.5, -1.0], dtype=np.float32))
+    assert strata.tolist() == [0, 0] and "by target" in label(0)  # one stratum, rows shown by target
+    assert strata_of(np.array([2, 0]))[0].tolist() == [2, 0] and strata_of(np.array([2, 0]))[1](2) == "class 2"
+    del figures["corruptions"]
+    atomic_write_json(out / METRICS, figures)
+    write_report(out)
+    _check_png(out / ROBUSTNESS_PNG)
 
 
 def test_report_needs_a_run(tmp_path: Path) -> None:

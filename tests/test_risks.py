@@ -251,6 +251,12 @@ def test_worst_case_and_max_and_mean_builders() -> None:
     assert {"mean", "max", "worst_case", "cvar"} <= set(RISKS.kinds())
 
 
+def test_only_the_mean_declares_expectation() -> None:
+    """Backends that average over scenarios (matching) read the capability, not the kind."""
+    assert [k for k in RISKS.kinds() if "expectation" in RISKS[k].capabilities] == ["mean"]
+    assert [k for k in RISKS.kinds() if "groups" in RISKS[k].capabilities] == ["group_cvar"]
+
+
 def test_cvar_spec_validation() -> None:
     for bad in (0.0, -0.1, 1.01):
         with pytest.raises(pydantic.ValidationError):

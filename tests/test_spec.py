@@ -108,11 +108,13 @@ def test_overrides_are_validated_like_the_file() -> None:
         assert info.value.findings[0].code == "BAD_OVERRIDE"
 
 
-def test_relative_paths_resolve_against_the_spec_file(tmp_path) -> None:
+def test_relative_paths_resolve_against_the_spec_file_and_are_kept_as_written(tmp_path) -> None:
     (tmp_path / "sub").mkdir()
     spec = tmp_path / "sub" / "s.yaml"
     spec.write_text(yaml.safe_dump({"data": {"kind": "npz", "path": "d.npz"}}))
-    assert load(spec).data.path == str(tmp_path / "sub" / "d.npz")
+    data = load(spec).data
+    assert data.path == "d.npz" and "d.npz" in load(spec).to_yaml()
+    assert data.resolved(data.path) == str(tmp_path / "sub" / "d.npz")
 
 
 def test_schema_file_is_in_sync() -> None:

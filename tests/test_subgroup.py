@@ -15,7 +15,7 @@ from ddspec.components.data.base import Dataset
 from ddspec.errors import SpecError
 from ddspec.evaluate import metrics
 from ddspec.spec.data import DigitsData, DigitsShiftData
-from ddspec.spec.evaluate import AccuracyMetric, WorstGroupMetric
+from ddspec.spec.evaluate import AccuracyMetric, WorstGroupMetric, is_fraction
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +130,11 @@ def test_worst_group_hand_case_skips_empty_groups() -> None:
     spec = WorstGroupMetric()
     assert metrics.worst_group(spec, pred, data) == 0.5
     assert metrics.group_accuracies(spec, pred, data) == ([0, 2, 5], [3, 2, 1], [2 / 3, 0.5, 1.0])
-    assert metrics.metric_details(spec, pred, data) == {
+    assert metrics.WorstGroup(spec).details(torch.nn.functional.one_hot(pred, 3).float(), data) == {
         "group_ids": [0, 2, 5], "group_sizes": [3, 2, 1], "group_accuracies": [2 / 3, 0.5, 1.0]}
     all_right = metrics.worst_group(spec, torch.tensor([0, 0, 1, 2, 2, 1]), data)
     assert all_right == 1.0  # an empty group 1 (or 3, 4) would have made this 0
-    assert "worst_group" in metrics.FRACTIONS
+    assert is_fraction("worst_group")
 
 
 def test_worst_group_on_shifted_data_cue_only_predictor(shifted: Dataset) -> None:

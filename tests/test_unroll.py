@@ -18,6 +18,8 @@ from ddspec.components.training.unroll import (
     unroll,
     unrolled_hypergradient,
 )
+from ddspec.registry import HYPERGRADIENTS
+from ddspec.spec.optimize import ImplicitHypergradient, UnrolledHypergradient
 
 K = 5
 
@@ -83,6 +85,18 @@ def test_checkpointing_gives_the_plain_hypergradient(optimizer, momentum, every)
         loss_c, ckpt = checkpointed_hypergradient(net, data, recipe, outer, every, track_from=track_from)
         assert loss_c == pytest.approx(loss, rel=1e-12)
         assert rel(ckpt, plain) <= 1e-10
+
+
+@pytest.mark.parametrize("spec", [UnrolledHypergradient(truncate=2), UnrolledHypergradient(truncate=3, checkpoint_every=2),
+                                  UnrolledHypergradient(engine="higher"), ImplicitHypergradient(iterations=7)])
+def test_registered_builders_run_the_declared_hypergradient(spec) -> None:
+    net, data, recipe, outer, _ = problem("sgd", 0.9)
+    loss, grads = HYPERGRADIENTS.build(spec, recipe)(net, data, outer, None)
+    if spec.kind == "implicit":
+        expected = implicit_hypergradient(net, data, recipe, outer, "cg", 7)
+    else:
+        expected = unrolled_hypergradient(net, data, recipe, outer, spec.engine, K - (spec.truncate or K))
+    assert loss == expected[0] and rel(grads, expected[1]) <= 1e-10
 
 
 def test_truncation_to_all_steps_is_the_plain_unroll() -> None:

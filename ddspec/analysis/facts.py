@@ -65,4 +65,4 @@ def analyse(problem: Any) -> Analysis:
             facts.update(f"{axis}:{cap}" for cap in registry[section.kind].capabilities)
     if problem.synthetic.learn_labels:
         facts.add("synthetic:soft_labels")
-    return Analysis(problem, info, tuple(problem.synthetic.counts(info.num_classes)), frozenset(facts))
+    return Analysis(problem, info, tuple(problem.synthetic.counts(len(info.class_counts))), frozenset(facts))

@@ -1,8 +1,11 @@
 """What a backend is: a lowering of a problem to an algorithm.
 
-A backend registers itself (``@register_backend``) in a module of :mod:`ddspec.backends`. Its
-module must import torch only inside :meth:`Backend.run` (directly or through an implementation
-module), so that ``ddspec validate`` and ``ddspec explain`` stay fast.
+A backend class is registered with :func:`ddspec.register_backend` (usable as a class decorator) in a
+light declaration module: a built-in one named in :data:`ddspec.registry.BUILTIN_BACKENDS`, or a
+plugin's (entry-point group ``ddspec.plugins``). That module imports torch only inside
+:meth:`Backend.run` (directly or through an implementation module), so that ``ddspec validate`` and
+``ddspec explain`` stay fast. ``backend: <name>`` in a spec is checked against the registered names
+when the problem is compiled.
 """
 
 from __future__ import annotations

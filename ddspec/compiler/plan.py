@@ -5,18 +5,23 @@ The Plan is inspectable without running anything (:meth:`Plan.explain`, :meth:`P
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddspec.analysis.facts import Analysis, analyse, default_model
 from ddspec.analysis.rules import check
-from ddspec.backends.base import Backend, Estimate
-from ddspec.errors import BackendUnavailableError, Finding, WellPosednessError
+from ddspec.errors import BackendUnavailableError, Finding, SpecError, WellPosednessError
 from ddspec.registry import load_backends
 
 if TYPE_CHECKING:
+    from ddspec.backends.base import Backend, Estimate
     from ddspec.runtime.runner import Result
+
+
+#: How ``explain`` names the synthetic targets: (data targets, synthetic.learn_labels) → words.
+LABELS = {("classes", False): "fixed labels", ("classes", True): "learned soft labels",
+          ("real", False): "fixed targets", ("real", True): "learned targets"}
 
 
 @dataclass
@@ -29,20 +34,20 @@ class Plan:
     reason: str
     rejected: dict[str, str]
     defaults: dict[str, Any]
-    notes: list[Finding] = field(default_factory=list)
-    estimate: Estimate = field(default_factory=lambda: Estimate(0, 0.0))
+    notes: list[Finding]
+    estimate: Estimate
 
     def explain(self) -> str:
         """A human-readable account of the plan (what ``ddspec explain`` prints)."""
         p, a, info = self.problem, self.analysis, self.analysis.data
         syn = p.synthetic
-        per = f"{syn.per_class} per class" if syn.per_class is not None else f"{syn.total} in total"
+        per = f"{syn.per_class} per class" if syn.per_class is not None and info.num_classes else "in total"
         lines = [
             f"ddspec plan: {p.name}",
             (f"  data        {p.data.kind}: {info.n_train} train / {info.n_test} test, input "
-             f"{'x'.join(map(str, info.input_shape))}, {info.num_classes} classes (smallest: {min(info.class_counts)})"),
+             f"{'x'.join(map(str, info.input_shape))}, {info.describe_targets()}"),
             (f"  synthetic   {a.n_synthetic} samples ({per}), init {syn.init}, "
-             f"{'learned soft labels' if syn.learn_labels else 'fixed labels'}"),
+             f"{LABELS[info.targets, syn.learn_labels]}"),
             f"  model       {_describe(p.model)}",
             f"  objective   {self._objective()}",
             f"  backend     {self.backend}: {self.reason}",
@@ -61,8 +66,9 @@ class Plan:
             recipe = "fitted in closed form"
         lines.append(
             f"  evaluate    {models} x seeds {ev.seeds}: {recipe}, "
-            f"metrics {', '.join(m.kind for m in ev.metrics)}"
+            f"metrics {', '.join(m.kind for m in ev.metric_specs(info.targets))}"
             + (f", corruptions {', '.join(c.kind for c in ev.corruptions)}" if ev.corruptions else "")
+            + (f", baselines {', '.join(ev.baselines)} (same protocol)" if ev.baselines else "")
         )
         return "\n".join(lines)
 
@@ -97,7 +103,7 @@ class Plan:
         }
 
     def run(self, out: str | Path, resume: bool = False) -> Result:
-        """Run the plan, writing the artifacts of DESIGN §5 to ``out``."""
+        """Run the plan, writing the artifacts (docs/concepts.md#artifacts) to ``out``."""
         from ddspec.runtime.runner import run_plan
 
         return run_plan(self, Path(out), resume=resume)
@@ -145,9 +151,16 @@ def _memory_findings(estimate: Estimate, device: str) -> list[Finding]:
 
 
 def _choose(analysis: Analysis) -> tuple[Backend, str, dict[str, str]]:
-    backends = sorted(load_backends().values(), key=lambda b: (b.preference, b.name))
-    verdicts = {b.name: b.can_lower(analysis) for b in backends}
+    """The backend named by ``backend:`` (SpecError ``UNKNOWN_BACKEND`` if none is registered under that
+    name), or with ``auto`` the most preferred backend that can lower the problem; with the reasons."""
+    registered = load_backends()
     wanted = analysis.problem.backend
+    if wanted != "auto" and wanted not in registered:
+        names = ", ".join(["auto", *sorted(registered)])
+        raise SpecError.one("UNKNOWN_BACKEND", "backend", f"no backend is registered under the name `{wanted}`",
+                            f"use one of: {names}")
+    backends = sorted(registered.values(), key=lambda b: (b.preference, b.name))
+    verdicts = {b.name: b.can_lower(analysis) for b in backends}
     able = [b for b in backends if verdicts[b.name][0]]
     if wanted != "auto":
         ok, why = verdicts[wanted]
@@ -160,7 +173,7 @@ def _choose(analysis: Analysis) -> tuple[Backend, str, dict[str, str]]:
         chosen = next(b for b in backends if b.name == wanted)
     elif not backends:
         raise BackendUnavailableError.one("NO_BACKENDS", "backend", "no backend is registered",
-                                          "reinstall ddspec; ddspec/backends/ should hold the backend modules")
+                                          "reinstall ddspec (ddspec.registry.BUILTIN_BACKENDS names its backends)")
     elif not able:
         raise BackendUnavailableError([
             Finding("BACKEND_CANNOT_LOWER", "backend", f"`{name}` declines: {why}",
@@ -182,14 +195,16 @@ def _get(problem: Any, dotted: str) -> Any:
 
 
 def _with(problem: Any, values: dict[str, Any]) -> Any:
-    """A copy of ``problem`` with dotted paths set (values may be spec models), re-validated."""
+    """A copy of ``problem`` with dotted paths set (values may be spec models), re-validated (relative data
+    paths keep the spec file's folder they are resolved against)."""
+    from ddspec.spec.base import base_dir_of
     from ddspec.spec.loading import apply_override, validate
 
     raw = problem.model_dump(mode="json")
     for key, value in values.items():
         apply_override(raw, f"{key}=null")
         _set_raw(raw, key, _jsonable(value))
-    return validate(raw)
+    return validate(raw, base_dir_of(problem))
 
 
 def _set_raw(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,4 +1,4 @@
-"""Evaluation: the recorded protocol (train fresh models on D̂, final epoch), metrics and corruptions."""
+"""Evaluation: the recorded protocol (train fresh models on D̂, final epoch), metrics, corruptions and baselines."""
 
 from ddspec.evaluate.protocol import evaluate_distilled
 

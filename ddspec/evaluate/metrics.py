@@ -1,7 +1,11 @@
-"""Metrics (builders of the ``metric`` registry): ``f(spec, pred, data) -> float``.
+"""Metrics (builders of the ``metric`` registry): ``METRICS.build(spec)`` returns a :class:`Metric`, which
+scores a trained model's test-set outputs: ``metric(outputs, data) -> float`` and ``metric.details(outputs,
+data)`` (per-run extras recorded next to its values).
 
-``pred`` is the int64 vector of predicted classes on ``data.x_test``. Every metric here is a
-fraction in [0, 1] (:data:`FRACTIONS`; the report shows those as percentages).
+``outputs`` is the float N x num_outputs matrix f(x_test). Class metrics score the predicted classes
+argmax_k f(x)_k against the int64 ``data.y_test``; real-valued metrics score f(x) itself against
+``data.targets.rows(data.y_test)``. What each metric fits is declared by its registry capabilities
+(``targets:classes`` / ``targets:real``; ``fraction`` for values in [0, 1]; see :mod:`ddspec.spec.evaluate`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,30 @@ import torch
 from ddspec.components.data.base import Dataset
 from ddspec.errors import SpecError
 from ddspec.registry import DATA
-from ddspec.spec.evaluate import AccuracyMetric, ClusterMinMetric, WorstGroupMetric
-
-#: Metric kinds whose values are fractions in [0, 1].
-FRACTIONS = frozenset({"accuracy", "cluster_min", "worst_group"})
+from ddspec.spec.evaluate import ClusterMinMetric, WorstGroupMetric
 
 _CACHE_SIZE = 8
 _ASSIGNMENTS: dict[tuple[int, int, int], tuple[weakref.ref, np.ndarray]] = {}
+
+
+class Metric:
+    """A figure of a trained model on the test set, built from its spec."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+    def __call__(self, outputs: torch.Tensor, data: Dataset) -> float:
+        """The figure of the test-set outputs (N x num_outputs)."""
+        raise NotImplementedError
+
+    def details(self, outputs: torch.Tensor, data: Dataset) -> dict[str, list]:
+        """Per-run extras recorded next to the metric's values (none by default)."""
+        return {}
+
+
+def predicted_classes(outputs: torch.Tensor) -> torch.Tensor:
+    """argmax_k outputs_k per row (int64, on the CPU)."""
+    return outputs.argmax(1).cpu()
 
 
 def correct(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -29,9 +50,17 @@ def correct(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     return (pred.cpu() == target.cpu()).numpy()
 
 
-def accuracy(spec: AccuracyMetric, pred: torch.Tensor, data: Dataset) -> float:
-    """(1/n) Σ_i 1[pred_i = y_i] over the test set."""
+# -- classes ------------------------------------------------------------------------------------
+def accuracy(spec: Any, pred: torch.Tensor, data: Dataset) -> float:
+    """(1/n) Σ_i 1[pred_i = y_i] over the test set, ``pred`` the predicted classes."""
     return float(correct(pred, data.y_test).mean())
+
+
+class Accuracy(Metric):
+    """Test accuracy of the predicted classes."""
+
+    def __call__(self, outputs: torch.Tensor, data: Dataset) -> float:
+        return accuracy(self.spec, predicted_classes(outputs), data)
 
 
 def cluster_assignment(data: Dataset, clusters: int, seed: int) -> np.ndarray:
@@ -70,6 +99,17 @@ def cluster_min(spec: ClusterMinMetric, pred: torch.Tensor, data: Dataset) -> fl
     return min(cluster_accuracies(spec, pred, data)[1])
 
 
+class ClusterMin(Metric):
+    """The lowest per-cluster accuracy; details: every cluster's size and accuracy."""
+
+    def __call__(self, outputs: torch.Tensor, data: Dataset) -> float:
+        return cluster_min(self.spec, predicted_classes(outputs), data)
+
+    def details(self, outputs: torch.Tensor, data: Dataset) -> dict[str, list]:
+        sizes, accs = cluster_accuracies(self.spec, predicted_classes(outputs), data)
+        return {"cluster_sizes": sizes, "cluster_accuracies": accs}
+
+
 def group_accuracies(
     spec: WorstGroupMetric, pred: torch.Tensor, data: Dataset
 ) -> tuple[list[int], list[int], list[float]]:
@@ -100,13 +140,49 @@ def worst_group(spec: WorstGroupMetric, pred: torch.Tensor, data: Dataset) -> fl
     return min(group_accuracies(spec, pred, data)[2])
 
 
-def metric_details(spec: Any, pred: torch.Tensor, data: Dataset) -> dict[str, list]:
-    """Per-run extras recorded next to a metric's values (per-cluster sizes/accuracies for cluster_min,
-    per-group ids/sizes/accuracies for worst_group)."""
-    if isinstance(spec, ClusterMinMetric):
-        sizes, accs = cluster_accuracies(spec, pred, data)
-        return {"cluster_sizes": sizes, "cluster_accuracies": accs}
-    if isinstance(spec, WorstGroupMetric):
-        ids, sizes, accs = group_accuracies(spec, pred, data)
+class WorstGroup(Metric):
+    """The lowest per-group accuracy; details: every non-empty group's id, size and accuracy."""
+
+    def __call__(self, outputs: torch.Tensor, data: Dataset) -> float:
+        return worst_group(self.spec, predicted_classes(outputs), data)
+
+    def details(self, outputs: torch.Tensor, data: Dataset) -> dict[str, list]:
+        ids, sizes, accs = group_accuracies(self.spec, predicted_classes(outputs), data)
         return {"group_ids": ids, "group_sizes": sizes, "group_accuracies": accs}
-    return {}
+
+
+# -- real values --------------------------------------------------------------------------------
+def residuals(outputs: torch.Tensor, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(f(x_i) − y_i, y_i) as float64 N x T arrays over the test set."""
+    y = data.targets.rows(data.y_test).detach().cpu().double().numpy()
+    return outputs.detach().cpu().double().numpy().reshape(y.shape) - y, y
+
+
+def rmse(outputs: torch.Tensor, data: Dataset) -> float:
+    """√((1/n) Σ_i ‖f(x_i) − y_i‖²), the squared error summed over the T outputs."""
+    res, _ = residuals(outputs, data)
+    return float(np.sqrt((res**2).sum(1).mean()))
+
+
+def r2(outputs: torch.Tensor, data: Dataset) -> float:
+    """(1/T) Σ_t (1 − SS_res,t / SS_tot,t), SS_res,t = Σ_i (f_t(x_i) − y_it)², SS_tot,t = Σ_i (y_it − ȳ_t)²;
+    an output with SS_tot,t = 0 scores 1 if it is predicted exactly, else 0 (scikit-learn's ``r2_score``)."""
+    res, y = residuals(outputs, data)
+    ss_res, ss_tot = (res**2).sum(0), ((y - y.mean(0)) ** 2).sum(0)
+    constant = ss_tot == 0
+    scores = np.where(constant, (ss_res == 0).astype(float), 1 - ss_res / np.where(constant, 1.0, ss_tot))
+    return float(scores.mean())
+
+
+class Rmse(Metric):
+    """Root mean squared error of the predicted values."""
+
+    def __call__(self, outputs: torch.Tensor, data: Dataset) -> float:
+        return rmse(outputs, data)
+
+
+class R2(Metric):
+    """Coefficient of determination of the predicted values."""
+
+    def __call__(self, outputs: torch.Tensor, data: Dataset) -> float:
+        return r2(outputs, data)

@@ -1,13 +1,18 @@
 """The evaluation protocol: train fresh models on D̂ from fixed seeds, measure the final-epoch model.
 
 Closed-form models (``kernel_ridge``) are fitted exactly (float64, no seed involved). For every other
-model (``evaluate.models``, or the problem's model) and each seed: ``torch.manual_seed(seed)``,
-build the model, train ``epochs`` epochs on (x, y) with cross-entropy (class targets for int64 y,
-probability targets for float N x K y), SGD or Adam, mini-batches shuffled by a generator seeded with
-``seed``, lr x 0.1 from epoch ⌊epochs/2⌋ on (``lr_drop_at_half``), optional augmentation. The model
-after the last epoch (never the best epoch) is scored on the clean test set with every metric and,
-for accuracy, on each corrupted test set (built once, from a generator seeded with
-:data:`CORRUPTION_SEED`, so every run and every method sees the same corrupted data).
+model (``evaluate.models``, or the problem's model) and each seed: ``torch.manual_seed(seed)``, build the
+model with ``data.targets.num_outputs`` outputs, train ``epochs`` epochs on (x, y) with the targets' loss
+(cross-entropy for classes, against class indices or probability rows; squared error for real values),
+SGD or Adam, mini-batches shuffled by a generator seeded with ``seed``, lr x 0.1 from epoch ⌊epochs/2⌋ on
+(``lr_drop_at_half``), optional augmentation. The model after the last epoch (never the best epoch) is
+scored on the clean test set with every metric (``evaluate.metrics``, or the defaults for the data's
+targets) and, with the primary metric (accuracy, or rmse), on each corrupted test set (built once, from a
+generator seeded with :data:`CORRUPTION_SEED`, so every run and every method sees the same corrupted data).
+
+The baselines (``evaluate.baselines``) go through the same protocol with other training sets: ``random``
+draws, for each seed, as many real training rows per stratum as D̂ has (a generator seeded with the
+seed); ``full`` is the whole real training set, cached (:mod:`ddspec.evaluate.baselines`).
 
 Figures are summarized as mean, std and the raw values, ordered model-major then seed. std is the
 sample standard deviation (ddof = 1) when there are at least two values, else 0.0.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +32,15 @@ from torch import nn
 from ddspec.components.data.base import Dataset
 from ddspec.components.training.fit import Augmenter, fit
 from ddspec.errors import RunError, SpecError
-from ddspec.evaluate.metrics import correct, metric_details
+from ddspec.evaluate.metrics import Metric
 from ddspec.registry import CORRUPTIONS, METRICS, MODELS
+from ddspec.spec.evaluate import primary_metric
 
 CORRUPTION_SEED = 0
 PREDICT_BATCH = 1024
+
+#: A training set per seed: ``seed -> (x, y)``.
+TrainingSets = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -43,36 +53,97 @@ class _Run:
     details: dict[str, dict[str, list]] = field(default_factory=dict)
 
 
+class Protocol:
+    """``problem.evaluate`` bound to the data: the models, the metric objects, the augmentation and the
+    corrupted test sets, ready to measure any training set."""
+
+    def __init__(self, problem: Any, data: Dataset, device: torch.device | str, progress: bool = True) -> None:
+        self.problem, self.data, self.device, self.progress = problem, data, device, progress
+        self.ev = problem.evaluate
+        self.models = resolved_models(problem)
+        self.metric_specs = self.ev.metric_specs(data.targets.kind)
+        self.metrics: list[Metric] = [METRICS.build(spec) for spec in self.metric_specs]
+        self.primary_spec = primary_metric(data.targets.kind)
+        self.primary: Metric = METRICS.build(self.primary_spec)
+        self.augment = _augmenter(problem, data) if self.ev.augment else None
+        self.test_sets = {c.kind: _corrupt(c, data) for c in self.ev.corruptions}
+
+    def measure(self, training: TrainingSets, desc: str) -> list[_Run]:
+        """Train and score every (model, seed), the training set of each seed from ``training``."""
+        from tqdm.auto import tqdm
+
+        runs: list[_Run] = []
+        bar = tqdm(list(itertools.product(range(len(self.models)), self.ev.seeds)), desc=desc,
+                   disable=not self.progress)
+        for index, seed in bar:
+            x, y = training(seed)
+            spec = self.models[index]
+            if "closed_form" in MODELS[spec.kind].capabilities:
+                model = _fit_closed_form(spec, x, y, self.data, self.problem)
+            else:
+                inputs, targets = x.detach().to(self.device, torch.float32), _targets(y, self.data).to(self.device)
+                model = _train(spec, seed, inputs, targets, self.data, self.ev, self.augment, self.device)
+            runs.append(self._score(index, model))
+            value = runs[-1].metrics.get(self.primary_spec.kind, math.nan)
+            bar.set_postfix({self.primary_spec.kind: f"{value:.4f}"}, refresh=False)
+        bar.close()
+        return runs
+
+    def _score(self, index: int, model: nn.Module) -> _Run:
+        run = _Run(index)
+        outputs = _outputs(model, self.data.x_test, self.device)
+        for spec, metric in zip(self.metric_specs, self.metrics):
+            run.metrics[spec.kind] = float(metric(outputs, self.data))
+            run.details[spec.kind] = metric.details(outputs, self.data)
+        for kind, x_test in self.test_sets.items():
+            run.corrupted[kind] = float(self.primary(_outputs(model, x_test, self.device), self.data))
+        return run
+
+    def summary(self, runs: list[_Run], details: bool = False) -> dict[str, Any]:
+        """Stats per metric and per corruption over ``runs``; with ``details``, also the specs' parameters,
+        the per-run extras of each metric (one list entry per run) and, per corruption, the metric measured."""
+        out: dict[str, Any] = {}
+        for spec in self.metric_specs:
+            out[spec.kind] = stats([r.metrics[spec.kind] for r in runs])
+            if details:
+                extras = [r.details[spec.kind] for r in runs]
+                out[spec.kind] |= _params(spec) | {k: [e[k] for e in extras] for k in extras[0]}
+        out["corruptions"] = {
+            spec.kind: stats([r.corrupted[spec.kind] for r in runs])
+            | (_params(spec) | {"metric": self.primary_spec.kind} if details else {})
+            for spec in self.ev.corruptions
+        }
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """The protocol as recorded in ``metrics.json``: ``evaluate`` with its metrics and models resolved."""
+        return {**self.ev.model_dump(mode="json"), "metrics": [m.model_dump(mode="json") for m in self.metric_specs],
+                "models": [m.model_dump(mode="json") for m in self.models]}
+
+
 def evaluate_distilled(
     x: torch.Tensor, y: torch.Tensor, data: Dataset, problem: Any, device: torch.device | str, progress: bool = True
 ) -> dict[str, Any]:
-    """Run the protocol of ``problem.evaluate`` on the distilled set (x, y); return the JSON-ready figures:
-    ``{metric: {mean, std, values, <params>}, "corruptions": {kind: {mean, std, values, <params>}},
-    "per_model": {"<i>:<kind>": {...}}, "protocol": {...}, "seeds": [...], "std_ddof": 1}``."""
-    from tqdm.auto import tqdm
+    """Run the protocol of ``problem.evaluate`` on the distilled set (x, y), then on its baselines; return
+    the JSON-ready figures: ``{metric: {mean, std, values, <params>}, "corruptions": {kind: {mean, std,
+    values, metric, <params>}}, "per_model": {"<i>:<kind>": {...}}, "protocol": {...}, "seeds": [...],
+    "std_ddof": 1}`` and, with baselines, ``"baselines": {name: {metric: {mean, std, values}, "corruptions":
+    {...}}}``."""
+    from ddspec.evaluate.baselines import measure_baseline
 
-    ev = problem.evaluate
-    models = resolved_models(problem)
-    augment = _augmenter(problem, data) if ev.augment else None
-    test_sets = {c.kind: _corrupt(c, data) for c in ev.corruptions}
-    runs: list[_Run] = []
-    bar = tqdm(list(itertools.product(range(len(models)), ev.seeds)), desc="evaluate", disable=not progress)
-    for index, seed in bar:
-        if "closed_form" in MODELS[models[index].kind].capabilities:
-            model = _fit_closed_form(models[index], x, y, data, problem)
-        else:
-            inputs, labels = x.detach().to(device, torch.float32), _targets(y, data.num_classes).to(device)
-            model = _train(models[index], seed, inputs, labels, data, ev, augment, device)
-        runs.append(_score(index, model, data, ev.metrics, test_sets, device))
-        bar.set_postfix(accuracy=f"{runs[-1].metrics.get('accuracy', math.nan):.4f}", refresh=False)
-    bar.close()
-    return {
-        **_summary(runs, ev, details=True),
-        "per_model": {f"{i}:{m.kind}": _summary([r for r in runs if r.model == i], ev) for i, m in enumerate(models)},
-        "protocol": {**ev.model_dump(mode="json"), "models": [m.model_dump(mode="json") for m in models]},
-        "seeds": list(ev.seeds),
+    protocol = Protocol(problem, data, device, progress)
+    runs = protocol.measure(lambda seed: (x, y), "evaluate")
+    result = {
+        **protocol.summary(runs, details=True),
+        "per_model": {f"{i}:{m.kind}": protocol.summary([r for r in runs if r.model == i])
+                      for i, m in enumerate(protocol.models)},
+        "protocol": protocol.record(),
+        "seeds": list(protocol.ev.seeds),
         "std_ddof": 1,
     }
+    if protocol.ev.baselines:
+        result["baselines"] = {name: measure_baseline(name, protocol) for name in protocol.ev.baselines}
+    return result
 
 
 def resolved_models(problem: Any) -> list[Any]:
@@ -86,26 +157,35 @@ def resolved_models(problem: Any) -> list[Any]:
     return models
 
 
-def _targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """int64 class indices (N), or float probability rows (N x K, non-negative, summing to 1)."""
-    if y.dim() == 1 and not y.is_floating_point():
-        return y.long()
-    if y.dim() == 2 and y.is_floating_point() and y.shape[1] == num_classes:
-        y = y.detach().float()
-        if bool((y >= 0).all()) and torch.allclose(y.sum(1), torch.ones(len(y), device=y.device), atol=1e-3):
-            return y
+def _targets(y: torch.Tensor, data: Dataset) -> torch.Tensor:
+    """The distilled targets as the loss takes them: for classes, int64 class indices (N) or float
+    probability rows (N x K, non-negative, summing to 1); for real targets, float N or N x T values."""
+    outputs = data.targets.num_outputs
+    if data.num_classes == 0:
+        if y.is_floating_point() and y.dim() in (1, 2) and y.reshape(len(y), -1).shape[1] == outputs:
+            return y.detach().float()
+        expected = f"real values (N or N x {outputs})"
+    else:
+        if y.dim() == 1 and not y.is_floating_point():
+            return y.long()
+        if y.dim() == 2 and y.is_floating_point() and y.shape[1] == outputs:
+            y = y.detach().float()
+            if bool((y >= 0).all()) and torch.allclose(y.sum(1), torch.ones(len(y), device=y.device), atol=1e-3):
+                return y
+        expected = f"int64 class indices (N) or soft-label probabilities (N x {outputs})"
     raise RunError.one(
         "EVAL_LABELS", "synthetic",
-        f"distilled labels must be int64 class indices (N) or soft-label probabilities (N x {num_classes}); "
-        f"got {y.dtype} {tuple(y.shape)}" + (" whose rows are not probability vectors" if y.dim() == 2 else ""),
-        "store y as class indices, or as softmax(logits) for learned labels",
+        f"distilled labels must be {expected}; got {y.dtype} {tuple(y.shape)}"
+        + (" whose rows are not probability vectors" if y.dim() == 2 and data.num_classes else ""),
+        "store y as class indices, or as softmax(logits) for learned labels" if data.num_classes
+        else "store y as float targets with one column per output",
     )
 
 
 def _augmenter(problem: Any, data: Dataset) -> Augmenter:
     """DSA augmentation with the ops of ``optimize.augmentation``, for the data's spatial dimension; always
     on (``evaluate.augment`` is the switch for evaluation, ``augmentation.enabled`` the one for distillation)."""
-    spec = getattr(problem.optimize, "augmentation", None)
+    spec = problem.optimize.augmentation_ops()
     ndim = len(data.input_shape) - 1
     if spec is None:
         raise _augment_error(
@@ -131,43 +211,35 @@ def _corrupt(spec: Any, data: Dataset) -> torch.Tensor:
     return CORRUPTIONS.build(spec, data.x_test.detach().cpu(), data.value_range(), generator)
 
 
+def ridge(spec: Any, problem: Any) -> float:
+    """The λ a closed-form model is fitted with: the inner procedure's ridge (``train.lam_synthetic``) when it
+    declares one, else the model's own λ."""
+    lam = problem.train.synthetic_ridge()
+    return spec.lam if lam is None else lam
+
+
 def _fit_closed_form(spec: Any, x: torch.Tensor, y: torch.Tensor, data: Dataset, problem: Any) -> nn.Module:
-    """A closed-form model (kernel ridge) fitted exactly to (x, y) in float64, with the inner procedure's
-    ridge (``train.lam_synthetic``) when it declares one, else the model's own λ. Deterministic: every seed
-    gives the same model."""
-    lam = getattr(problem.train, "lam_synthetic", spec.lam)
-    return MODELS.build(spec, data.input_shape, data.num_classes).fit(x, y, lam)
+    """A closed-form model (kernel ridge) fitted exactly to (x, y) in float64 with :func:`ridge`'s λ.
+    Deterministic: every seed gives the same model."""
+    return MODELS.build(spec, data.input_shape, data.targets.num_outputs).fit(x, y, ridge(spec, problem))
 
 
 def _train(
     spec: Any, seed: int, x: torch.Tensor, y: torch.Tensor, data: Dataset, ev: Any,
     augment: Augmenter | None, device: torch.device | str,
 ) -> nn.Module:
-    """A model of ``spec`` initialised from ``seed`` and trained by :func:`~ddspec.components.training.fit.fit` with the
-    protocol's recipe, its batches shuffled by a generator seeded with ``seed``; the final model (eval mode)."""
+    """A model of ``spec`` initialised from ``seed`` and trained by :func:`~ddspec.components.training.fit.fit`
+    with the protocol's recipe and the targets' loss, its batches shuffled by a generator seeded with ``seed``;
+    the final model (eval mode)."""
     torch.manual_seed(seed)
-    model = MODELS.build(spec, data.input_shape, data.num_classes).to(device)
-    return fit(model, x, y, ev, torch.Generator().manual_seed(seed), augment)
+    model = MODELS.build(spec, data.input_shape, data.targets.num_outputs).to(device)
+    return fit(model, x, y, ev, torch.Generator().manual_seed(seed), augment, loss=data.targets.loss)
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """argmax_k model(x)_k as int64 on the CPU."""
-    return torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in x.split(PREDICT_BATCH)])
-
-
-def _score(
-    index: int, model: nn.Module, data: Dataset, metrics: list, test_sets: dict[str, torch.Tensor],
-    device: torch.device | str,
-) -> _Run:
-    run = _Run(index)
-    pred = _predict(model, data.x_test, device)
-    for spec in metrics:
-        run.metrics[spec.kind] = float(METRICS.build(spec, pred, data))
-        run.details[spec.kind] = metric_details(spec, pred, data)
-    for kind, x_test in test_sets.items():
-        run.corrupted[kind] = float(correct(_predict(model, x_test, device), data.y_test).mean())
-    return run
+def _outputs(model: nn.Module, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """model(x) (N x num_outputs) on the CPU, computed in chunks of PREDICT_BATCH rows."""
+    return torch.cat([model(chunk.to(device)).cpu() for chunk in x.split(PREDICT_BATCH)])
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -179,19 +251,3 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def _params(spec: Any) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude={"kind"})
-
-
-def _summary(runs: list[_Run], ev: Any, details: bool = False) -> dict[str, Any]:
-    """Stats per metric and per corruption over ``runs``; with ``details``, also the specs' parameters and
-    the per-run extras of each metric (one list entry per run)."""
-    out: dict[str, Any] = {}
-    for spec in ev.metrics:
-        out[spec.kind] = stats([r.metrics[spec.kind] for r in runs])
-        if details:
-            extras = [r.details[spec.kind] for r in runs]
-            out[spec.kind] |= _params(spec) | {k: [e[k] for e in extras] for k in extras[0]}
-    out["corruptions"] = {
-        spec.kind: stats([r.corrupted[spec.kind] for r in runs]) | (_params(spec) if details else {})
-        for spec in ev.corruptions
-    }
-    return out

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ddspec.components.training.optimizers import apply_schedule
+from ddspec.components.training.optimizers import lr_scheduler
 from ddspec.registry import MODELS
 from ddspec.runtime.artifacts import CHECKPOINT
 from ddspec.runtime.loop import Loop
@@ -42,17 +42,19 @@ class RunContext:
 
     def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "") -> Loop:
         """A checkpointed loop over ``total`` outer iterations; ``state`` gets the generator added. The outer
-        optimizer ``state["opt"]`` follows ``optimize.lr_schedule`` (set before each iteration)."""
-        schedule = getattr(self.problem.optimize, "lr_schedule", "constant")
+        optimizer ``state["opt"]`` follows ``optimize.lr_schedule`` (a torch lr scheduler stepped after each
+        iteration and checkpointed as ``lr_schedule``)."""
         outer = state.get("opt")
-        before_each = None
-        if schedule != "constant" and isinstance(outer, torch.optim.Optimizer):
-            def before_each(it: int) -> None:
-                apply_schedule(outer, schedule, it, total)
+        after_each = None
+        if self.analysis.has("optimize:gradient") and self.problem.optimize.lr_schedule != "constant" and \
+                isinstance(outer, torch.optim.Optimizer):
+            scheduler = lr_scheduler(outer, self.problem.optimize.lr_schedule, total)
+            state = {**state, "lr_schedule": scheduler}
+            after_each = scheduler.step
         loop = Loop(
             self.out / CHECKPOINT, total, self.problem.runtime.checkpoint_every,
             {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress,
-            resume=self.resume, fix=fix, before_each=before_each,
+            resume=self.resume, fix=fix, after_each=after_each,
         )
         self.loops.append(loop)
         return loop

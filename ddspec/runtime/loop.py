@@ -6,7 +6,8 @@ interrupted (Ctrl-C / SIGTERM: the current iteration finishes, the checkpoint is
 and stops with :class:`~ddspec.errors.DivergenceError` as soon as a recorded value is NaN/inf.
 
 State is a dict of named objects restored *in place*: tensors (copied into), objects with
-``state_dict``/``load_state_dict`` (optimizers, modules) and ``torch.Generator``. The global torch
+``state_dict``/``load_state_dict`` (optimizers, lr schedulers, modules) and ``torch.Generator``.
+``after_each`` (e.g. an lr scheduler's ``step``) runs after every iteration, before its checkpoint. The global torch
 RNG, the history and the elapsed time are saved too, so a resumed run continues bit-for-bit.
 """
 
@@ -50,10 +51,10 @@ class Loop:
     def __init__(
         self, path: Path, total: int, every: int, state: dict[str, Any], *,
         desc: str = "distill", show: bool = True, resume: bool = False, fix: str = "",
-        before_each: Callable[[int], None] | None = None,
+        after_each: Callable[[], object] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.before_each = before_each
+        self.after_each = after_each
         self.total = total
         self.every = every
         self.state = state
@@ -111,9 +112,9 @@ class Loop:
         try:
             for it in range(self.start, self.total):
                 tick = time.perf_counter()
-                if self.before_each is not None:
-                    self.before_each(it)
                 yield it
+                if self.after_each is not None:
+                    self.after_each()
                 self.elapsed += time.perf_counter() - tick
                 bar.update(1)
                 if self.history and self.history[-1]["iteration"] == it:

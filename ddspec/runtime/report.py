@@ -1,8 +1,10 @@
-"""``report.html`` of a run folder: sample plots, loss curve, metrics tables, plan and spec (DESIGN §5).
+"""``report.html`` of a run folder: sample plots, loss curve, metrics tables, plan and spec (docs/concepts.md#artifacts).
 
 Figures are drawn with matplotlib's Agg renderer on :class:`matplotlib.figure.Figure` objects (no
 pyplot state), written next to the report as PNGs and embedded in it as base64 data URIs, so the
-HTML is self-contained. Fractions are stored as fractions and only *shown* as percentages.
+HTML is self-contained. Fractions (metrics whose kind declares the capability ``fraction``) are stored
+as fractions and only *shown* as percentages. The baselines of ``metrics.json`` are shown beside the
+distilled figures: a table column and a chart bar each.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ddspec.errors import SpecError
+from ddspec.registry import load_plugins
 from ddspec.runtime.artifacts import (
     DISTILLED,
     HISTORY,
@@ -30,6 +34,7 @@ from ddspec.runtime.artifacts import (
     load_distilled,
     read_json,
 )
+from ddspec.spec.evaluate import is_fraction
 
 SAMPLES_PNG = "samples.png"
 LOSS_PNG = "loss.png"
@@ -45,7 +50,7 @@ STYLE = (
 
 def write_report(out_dir: Path) -> Path:
     """Write ``samples.png``, ``loss.png`` (when there is a history), ``robustness.png`` (when there are
-    corruptions) and ``report.html`` into the run folder ``out_dir``; return the report's path."""
+    corruptions or baselines) and ``report.html`` into the run folder ``out_dir``; return the report's path."""
     out_dir = Path(out_dir)
     if not (out_dir / DISTILLED).is_file():
         raise SpecError.one(
@@ -90,26 +95,37 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def class_of(y: np.ndarray) -> np.ndarray:
-    """Class per sample: y for integer labels, argmax_k y_k for soft labels (N x K)."""
-    return y.argmax(1) if y.ndim == 2 else y.astype(np.int64)
+Label = Callable[[int], str]
+
+
+def strata_of(y: np.ndarray) -> tuple[np.ndarray, Label]:
+    """Stratum per sample and its caption: the class for integer labels, argmax_k y_k for soft labels
+    (N x K); one stratum for real-valued targets (float N)."""
+    if y.ndim == 2:
+        return y.argmax(1), "class {}".format
+    if np.issubdtype(y.dtype, np.floating):
+        return np.zeros(len(y), dtype=np.int64), lambda _: "all rows, by target (low to high)"
+    return y.astype(np.int64), "class {}".format
 
 
 def samples_png(x: np.ndarray, y: np.ndarray) -> bytes:
-    """N x C x H x W: image grid (a row per class); N x C x L: a line panel per class; else a heatmap."""
-    classes = class_of(y)
+    """N x C x H x W: image grid (a row per class); N x C x L: a line panel per class; else a heatmap.
+    Rows with real-valued targets (float N) are shown in order of their target."""
+    classes, label = strata_of(y)
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.floating):
+        x = x[np.argsort(y, kind="stable")]
     if x.ndim == 4:
-        return _png(_image_grid(x, classes))
+        return _png(_image_grid(x, classes, label))
     if x.ndim == 3:
-        return _png(_line_panels(x, classes))
-    return _png(_heatmap(x.reshape(len(x), -1), classes))
+        return _png(_line_panels(x, classes, label))
+    return _png(_heatmap(x.reshape(len(x), -1), classes, label))
 
 
 def _shown_classes(classes: np.ndarray) -> list[int]:
     return sorted(set(classes.tolist()))[:MAX_CLASSES]
 
 
-def _image_grid(x: np.ndarray, classes: np.ndarray) -> Any:
+def _image_grid(x: np.ndarray, classes: np.ndarray, label: Label) -> Any:
     """Up to PER_CLASS images per class; all scaled by the set's (min, max); RGB when C = 3, else channel 0."""
     from matplotlib.figure import Figure
 
@@ -126,11 +142,11 @@ def _image_grid(x: np.ndarray, classes: np.ndarray) -> Any:
             ax.set_axis_off()
             if j < len(members):
                 ax.imshow(images[members[j]], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        row[0].set_title(f"class {c}", fontsize=7, loc="left")
+        row[0].set_title(label(c), fontsize=7, loc="left")
     return fig
 
 
-def _line_panels(x: np.ndarray, classes: np.ndarray) -> Any:
+def _line_panels(x: np.ndarray, classes: np.ndarray, label: Label) -> Any:
     """One panel per class; every channel of every synthetic sample of the class is a line."""
     from matplotlib.figure import Figure
 
@@ -141,14 +157,14 @@ def _line_panels(x: np.ndarray, classes: np.ndarray) -> Any:
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, c in zip(axes, shown):
         ax.plot(x[classes == c].reshape(-1, x.shape[-1]).T, linewidth=0.8, alpha=0.7)
-        ax.set_title(f"class {c}", fontsize=8)
+        ax.set_title(label(c), fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in axes[len(shown):]:
         ax.set_axis_off()
     return fig
 
 
-def _heatmap(x: np.ndarray, classes: np.ndarray) -> Any:
+def _heatmap(x: np.ndarray, classes: np.ndarray, label: Label) -> Any:
     """The N x D matrix, rows sorted by class, class boundaries drawn as lines."""
     from matplotlib.figure import Figure
 
@@ -161,7 +177,7 @@ def _heatmap(x: np.ndarray, classes: np.ndarray) -> Any:
     values, starts, counts = np.unique(sorted_classes, return_index=True, return_counts=True)
     for start in starts[1:]:
         ax.axhline(start - 0.5, color="white", linewidth=1)
-    ax.set_yticks(starts + (counts - 1) / 2, [f"class {v}" for v in values], fontsize=7)
+    ax.set_yticks(starts + (counts - 1) / 2, [label(v) for v in values], fontsize=7)
     ax.set_xlabel("feature")
     return fig
 
@@ -184,19 +200,42 @@ def loss_png(history: list[dict[str, float]]) -> bytes | None:
     return _png(fig)
 
 
-def robustness_png(metrics: dict[str, Any]) -> bytes | None:
-    """Bars of clean and corrupted accuracy (mean ± std, in %); None without corruptions."""
+def primary_of(metrics: dict[str, Any]) -> str | None:
+    """The metric measured on the corrupted test sets (recorded per corruption; accuracy in files written
+    before it was), else the first metric; None without metrics."""
     corruptions = metrics.get("corruptions") or {}
-    if not corruptions:
+    if corruptions:
+        return next(iter(corruptions.values())).get("metric", "accuracy")
+    return next((k for k, v in metrics.items() if _is_stats(v)), None)
+
+
+def robustness_png(metrics: dict[str, Any]) -> bytes | None:
+    """Bars (mean ± std) of the primary metric on the clean and on each corrupted test set, one bar per
+    set of figures (D̂, then each baseline); percentages for fractions. None without corruptions or baselines."""
+    corruptions = metrics.get("corruptions") or {}
+    baselines = metrics.get("baselines") or {}
+    primary = primary_of(metrics)
+    if not (corruptions or baselines) or primary is None:
         return None
     from matplotlib.figure import Figure
 
-    bars = ({"clean": metrics["accuracy"]} if "accuracy" in metrics else {}) | corruptions
-    fig = Figure(figsize=(1.2 * len(bars) + 2, 3), layout="constrained")
+    series = {"distilled": metrics, **baselines}
+    groups = (["clean"] if _is_stats(metrics.get(primary)) else []) + list(corruptions)
+    scale = 100.0 if is_fraction(primary) else 1.0
+    fig = Figure(figsize=(1.0 * len(groups) * len(series) + 2, 3), layout="constrained")
     ax = fig.subplots()
-    ax.bar(list(bars), [100 * b["mean"] for b in bars.values()], yerr=[100 * b["std"] for b in bars.values()])
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    width = 0.8 / len(series)
+    for j, (name, figures) in enumerate(series.items()):
+        entries = [figures.get(primary) if g == "clean" else (figures.get("corruptions") or {}).get(g) for g in groups]
+        positions = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(positions, [scale * e["mean"] if e else math.nan for e in entries], width,
+               yerr=[scale * e["std"] if e else 0.0 for e in entries], label=name)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(f"{primary} (%)" if scale == 100.0 else primary)
+    if scale == 100.0:
+        ax.set_ylim(0, 100)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -220,14 +259,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _params_text(entry: dict[str, Any]) -> str:
-    shown = {k: v for k, v in entry.items() if k not in ("mean", "std", "values") and not isinstance(v, list)}
+    shown = {k: v for k, v in entry.items() if k not in ("mean", "std", "values", "metric") and not isinstance(v, list)}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
-def _figure_rows(figures: dict[str, dict[str, Any]], fractions: frozenset[str]) -> list[list[str]]:
-    """One row per stats entry: name, mean ± std, n, parameters."""
+def _figure_rows(figures: dict[str, dict[str, Any]], beside: dict[str, dict[str, Any]],
+                 fraction: Callable[[str], bool]) -> list[list[str]]:
+    """One row per stats entry: name, mean ± std, each baseline's mean ± std ("–" where it has none), n,
+    parameters; ``fraction(name)`` says whether the entry is shown as a percentage."""
     return [
-        [name, format_stats(e, name in fractions), str(len(e["values"])), _params_text(e)]
+        [name, format_stats(e, fraction(name)),
+         *(format_stats(b[name], fraction(name)) if _is_stats(b.get(name)) else "–" for b in beside.values()),
+         str(len(e["values"])), _params_text(e)]
         for name, e in figures.items() if _is_stats(e)
     ]
 
@@ -244,28 +287,31 @@ def _cluster_table(entry: dict[str, Any]) -> str:
 
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
-    from ddspec.evaluate.metrics import FRACTIONS
-
     if not metrics:
         return "<h2>Metrics</h2><p>No evaluation recorded (no metrics.json).</p>"
-    header = ["metric", "mean ± std", "n", "parameters"]
-    parts = ["<h2>Metrics</h2>", _table(header, _figure_rows(metrics, FRACTIONS))]
+    load_plugins()  # plugin metrics declare their own capabilities
+    baselines = metrics.get("baselines") or {}
+    header = ["metric", "mean ± std", *(f"baseline {b}" for b in baselines), "n", "parameters"]
+    parts = ["<h2>Metrics</h2>", _table(header, _figure_rows(metrics, baselines, is_fraction))]
     corruptions = metrics.get("corruptions") or {}
     if corruptions:
-        rows = _figure_rows(corruptions, frozenset(corruptions))
-        parts += ["<h2>Corruptions (accuracy)</h2>", _table(["corruption", *header[1:]], rows)]
+        primary = primary_of(metrics) or "accuracy"
+        beside = {b: figures.get("corruptions") or {} for b, figures in baselines.items()}
+        rows = _figure_rows(corruptions, beside, lambda _: is_fraction(primary))
+        parts += [f"<h2>Corruptions ({html.escape(primary)})</h2>", _table(["corruption", *header[1:]], rows)]
     if _is_stats(metrics.get("cluster_min")):
         parts.append(_cluster_table(metrics["cluster_min"]))
     per_model = metrics.get("per_model") or {}
     if per_model:
         names = [k for k, v in next(iter(per_model.values())).items() if _is_stats(v)]
-        rows = [[key, *(format_stats(block[n], n in FRACTIONS) for n in names)] for key, block in per_model.items()]
+        rows = [[key, *(format_stats(block[n], is_fraction(n)) for n in names)] for key, block in per_model.items()]
         parts += ["<h2>Per model</h2>", _table(["model", *names], rows)]
     other = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "std_ddof"}
     if other:
         parts += ["<h2>Other figures</h2>", _table(["name", "value"], [[k, str(v)] for k, v in other.items()])]
     parts.append("<p>std: sample standard deviation (ddof = 1) over the runs; 0 for a single run. "
-                 "Runs are ordered model-major, then seed.</p>")
+                 "Runs are ordered model-major, then seed. Baselines: the same protocol trained on random real "
+                 "samples (as many per class as the distilled set) or on the full real training set.</p>")
     protocol = {"protocol": metrics.get("protocol"), "seeds": metrics.get("seeds")}
     parts += ["<h2>Evaluation protocol</h2>", _pre(json.dumps(protocol, indent=2))]
     return "\n".join(parts)
@@ -292,7 +338,7 @@ def render_html(
         "<h2>Distilled data</h2>" + _img(SAMPLES_PNG, figures[SAMPLES_PNG]),
         _metrics_section(metrics),
         *(f"<h2>{title}</h2>" + _img(key, figures[key]) for key, title in
-          ((ROBUSTNESS_PNG, "Robustness"), (LOSS_PNG, "Loss")) if key in figures),
+          ((ROBUSTNESS_PNG, "Clean and corrupted test sets"), (LOSS_PNG, "Loss")) if key in figures),
         "<h2>Plan</h2>" + _pre(plan_text),
         "<h2>Resolved spec</h2>" + _pre(spec_text or "(no spec.yaml)"),
     ]

@@ -1,4 +1,9 @@
-"""The declarative spec: pydantic models, one module per axis, assembled in :mod:`.problem`."""
+"""The declarative spec: pydantic models, one module per axis, assembled in :mod:`.problem`.
+
+``Problem`` is read at access time (PEP 562): it is :func:`problem_model`, rebuilt after registrations.
+"""
+
+from typing import Any
 
 from ddspec.spec.data import DataInfo, DigitsData, IdxData, Mnist1dData, NpzData, TabularData, TorchvisionData
 from ddspec.spec.distance import FeatureMeanDistance, GradientMatchDistance, MMDDistance
@@ -11,7 +16,7 @@ from ddspec.spec.evaluate import (
 )
 from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, LinearSpec, MLPSpec
 from ddspec.spec.optimize import AugmentationSpec, GradientOptimize, SelectOptimize
-from ddspec.spec.problem import Problem, build_problem_model
+from ddspec.spec.problem import build_problem_model, problem_model
 from ddspec.spec.risk import MeanRisk
 from ddspec.spec.runtime import RuntimeSpec
 from ddspec.spec.synthetic import SyntheticSpec
@@ -23,5 +28,11 @@ __all__ = [
     "DataInfo", "DigitsData", "FeatureMeanDistance", "GradientMatchDistance", "GradientOptimize", "GradientTrain",
     "IdxData", "InvertCorruption", "LinearSpec", "MLPSpec", "MMDDistance", "MeanRisk", "Mnist1dData",
     "NoiseCorruption", "NpzData", "Problem", "RuntimeSpec", "SelectOptimize", "SyntheticSpec", "TabularData",
-    "TestErrorTask", "TorchvisionData", "build_problem_model",
+    "TestErrorTask", "TorchvisionData", "build_problem_model", "problem_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Problem":
+        return problem_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

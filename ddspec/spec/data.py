@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ddspec.errors import SpecError
 from ddspec.registry import DATA
-from ddspec.spec.base import Fraction, NonNegativeInt, PositiveFloat, SpecModel, resolve_path
+from ddspec.spec.base import FileSpec, Fraction, NonNegativeInt, PositiveFloat, SpecModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,20 @@ class DataInfo:
         """Outputs of a model fitted to this data: K classes, or the target dimension."""
         return self.num_classes if self.targets == "classes" else self.target_dim
 
+    def describe_targets(self) -> str:
+        """The targets in words, for ``explain``: "10 classes (smallest: 133)" or "real targets (1 per row)"."""
+        if self.targets == "classes":
+            return f"{self.num_classes} classes (smallest: {min(self.class_counts)})"
+        return f"real targets ({self.target_dim} per row)"
+
     @property
     def n_train(self) -> int:
         return sum(self.class_counts)
 
 
 def _split_counts(counts: tuple[int, ...], test_fraction: float) -> tuple[tuple[int, ...], int]:
-    """Per-class train counts and the test size of the stratified split used by tabular data."""
+    """Per-stratum train counts and the test size of the split used by tabular data: round(n_c * test_fraction)
+    of each stratum's n_c rows go to test."""
     test = tuple(round(c * test_fraction) for c in counts)
     return tuple(c - t for c, t in zip(counts, test)), sum(test)
 
@@ -93,21 +103,30 @@ class Mnist1dData(SpecModel):
         return DataInfo("mnist1d", (1, 40), 10, (398, 396, 411, 394, 394, 402, 401, 404, 402, 398), 1000)
 
 
-TABULAR_COUNTS = {"breast_cancer": (30, (212, 357)), "wine": (13, (59, 71, 48))}
+#: name: (input dim, rows per stratum): per class, or all rows as one stratum for a regression set.
+TABULAR_COUNTS = {"breast_cancer": (30, (212, 357)), "wine": (13, (59, 71, 48)), "diabetes": (10, (442,))}
+#: The tabular sets whose targets are real values (one per row), not classes.
+TABULAR_REAL = ("diabetes",)
 
 
 @DATA.register(builder="ddspec.components.data.builtin:build_tabular")
 class TabularData(SpecModel):
-    """scikit-learn tabular set, stratified split (seeded), standardized with train statistics."""
+    """scikit-learn tabular set, split (seeded) and standardized with train statistics.
+
+    Classification (breast_cancer, wine): the split is stratified by class. Regression (diabetes, 442 rows x
+    10 features, one real target): the split treats all rows as one stratum, and the targets are standardized
+    too, so that an RMSE is in units of the target's training std (R² is unaffected)."""
 
     kind: Literal["tabular"] = "tabular"
-    name: Literal["breast_cancer", "wine"] = "breast_cancer"
+    name: Literal["breast_cancer", "wine", "diabetes"] = "breast_cancer"
     test_fraction: Fraction = Field(0.25, lt=1)
     split_seed: NonNegativeInt = 0
 
     def describe(self) -> DataInfo:
         dim, counts = TABULAR_COUNTS[self.name]
         train, n_test = _split_counts(counts, self.test_fraction)
+        if self.name in TABULAR_REAL:
+            return DataInfo(self.name, (dim,), 0, train, n_test, targets="real", target_dim=1)
         return DataInfo(self.name, (dim,), len(counts), train, n_test)
 
 
@@ -119,40 +138,73 @@ def missing_file(path: str, spec_path: str) -> SpecError:
     )
 
 
+Targets = Literal["classes", "real"]
+
+
 @DATA.register(builder="ddspec.components.data.files:build_npz")
-class NpzData(SpecModel):
-    """A NumPy ``.npz`` with ``x_train, y_train, x_test, y_test`` (x: N x ..., y: integer labels)."""
+class NpzData(FileSpec):
+    """A NumPy ``.npz`` with ``x_train, y_train, x_test, y_test`` (x: N x ...; y: integer class labels, or
+    with ``targets: real`` real-valued targets, N or N x T)."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("path",)
+    ARRAY_FIELDS: ClassVar[dict[str, str]] = dict.fromkeys(("x_train", "y_train", "x_test", "y_test"), "path")
 
     kind: Literal["npz"] = "npz"
-    path: str
+    path: str = Field(description="The .npz file; a relative path is taken from the spec file's folder.")
     scale: PositiveFloat = Field(1.0, description="x is multiplied by this on load (e.g. 1/255).")
-
-    _resolve = field_validator("path")(resolve_path)
+    targets: Targets = Field("classes", description="classes: y holds class indices; real: y holds real values.")
 
     def describe(self) -> DataInfo:
-        from ddspec.components.data.files import read_npz
+        from ddspec.spec.files import read_npz
 
-        arrays = read_npz(self.path)
+        path = self.resolved(self.path)
+        arrays = read_npz(path)
         shape, n_test = arrays["x_train"].shape[1:], len(arrays["y_test"])
-        return _info_from_labels(Path(self.path).stem, shape, arrays["y_train"], n_test, "data.path")
+        y = check_targets(arrays["y_train"], "y_train", self.targets, (path, "data.path"))
+        return _info_from_targets(Path(path).stem, shape, y, n_test, self.targets)
 
 
-def _info_from_labels(name: str, shape: tuple[int, ...], y, n_test: int, path: str) -> DataInfo:
+def check_targets(y: np.ndarray, key: str, targets: str, where: tuple[str, str]) -> np.ndarray:
+    """``y`` (array ``key``) if it can hold ``targets``: class indices are 1-D non-negative integers, real
+    values a numeric N or N x T array; else SpecError ``DATA_FILE_INVALID`` naming ``where`` = (file, spec
+    path) and the fix (float labels of a class problem: set ``targets: real`` if they are real values)."""
     import numpy as np
 
     y = np.asarray(y)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+    file, path = where
+    if targets == "real":
+        if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.number):
+            raise SpecError.one("DATA_FILE_INVALID", path, f"{file}: {key} must be real-valued targets, N or N x T "
+                                f"numbers, got {y.dtype}{y.shape}", "store one row of target values per sample")
+        return y
+    if np.issubdtype(y.dtype, np.floating) and y.ndim == 1:
         raise SpecError.one(
-            "DATA_FILE_INVALID", path, f"labels must be a 1-D array of non-negative integers, got {y.dtype}{y.shape}",
-            "store class indices 0..K-1 as integers",
+            "DATA_FILE_INVALID", path, f"{file}: {key} holds floats ({y.dtype}), but targets are classes",
+            "set data.targets: real if they are real values (regression); else store class indices 0..K-1 as integers",
         )
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+        raise SpecError.one("DATA_FILE_INVALID", path, f"{file}: {key} must be 1-D non-negative integer labels, "
+                            f"got {y.dtype}{y.shape}", "store class indices 0..K-1 as an integer array")
+    return y
+
+
+def _info_from_targets(name: str, shape: tuple[int, ...], y: np.ndarray, n_test: int, targets: str) -> DataInfo:
+    """The DataInfo of training targets ``y`` (checked by :func:`check_targets`): class counts, or one stratum."""
+    import numpy as np
+
+    if targets == "real":
+        return DataInfo(name, shape, 0, (len(y),), n_test, targets="real", target_dim=1 if y.ndim == 1 else y.shape[1])
     counts = np.bincount(y)
     return DataInfo(name, shape, len(counts), tuple(int(c) for c in counts), n_test)
 
 
 @DATA.register(builder="ddspec.components.data.files:build_idx")
-class IdxData(SpecModel):
-    """MNIST-style IDX files (images N x H x W, labels N), gzipped or not; x = pixels * scale."""
+class IdxData(FileSpec):
+    """MNIST-style IDX files (images N x H x W, labels N), gzipped or not; x = pixels * scale. Relative paths
+    are taken from the spec file's folder."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("train_images", "train_labels", "test_images", "test_labels")
+    ARRAY_FIELDS: ClassVar[dict[str, str]] = dict(zip(("x_train", "y_train", "x_test", "y_test"), PATHS))
 
     kind: Literal["idx"] = "idx"
     train_images: str
@@ -161,20 +213,19 @@ class IdxData(SpecModel):
     test_labels: str
     scale: PositiveFloat = Field(1 / 255, description="x is multiplied by this on load.")
 
-    _resolve = field_validator("train_images", "train_labels", "test_images", "test_labels")(resolve_path)
-
     def describe(self) -> DataInfo:
-        from ddspec.components.data.idx import read_idx, read_idx_header
+        from ddspec.spec.files import read_idx, read_idx_header
 
-        for field in ("train_images", "train_labels", "test_images", "test_labels"):
-            if not Path(getattr(self, field)).is_file():
-                raise missing_file(getattr(self, field), f"data.{field}")
-        _, dims = read_idx_header(self.train_images, "data.train_images")
-        _, test_dims = read_idx_header(self.test_labels, "data.test_labels")
+        files = {field: self.resolved(getattr(self, field)) for field in self.PATHS}
+        for field, file in files.items():
+            if not Path(file).is_file():
+                raise missing_file(file, f"data.{field}")
+        _, dims = read_idx_header(files["train_images"], "data.train_images")
+        _, test_dims = read_idx_header(files["test_labels"], "data.test_labels")
         shape = (1, *dims[1:]) if len(dims) == 3 else tuple(dims[1:])
-        return _info_from_labels(
-            Path(self.train_images).name, shape, read_idx(self.train_labels, "data.train_labels"), test_dims[0], "data.train_labels"
-        )
+        where = (files["train_labels"], "data.train_labels")
+        y = check_targets(read_idx(*where), "y_train", "classes", where)
+        return _info_from_targets(Path(files["train_images"]).name, shape, y, test_dims[0], "classes")
 
 
 TORCHVISION_SETS = {
@@ -188,14 +239,16 @@ TORCHVISION_SETS = {
 
 
 @DATA.register(builder="ddspec.components.data.files:build_torchvision")
-class TorchvisionData(SpecModel):
-    """A torchvision dataset already on disk under ``root`` (never downloaded); x in [0,1]."""
+class TorchvisionData(FileSpec):
+    """A torchvision dataset already on disk under ``root`` (never downloaded; a relative root is taken from
+    the spec file's folder); x in [0,1]."""
+
+    PATHS: ClassVar[tuple[str, ...]] = ("root",)
+    ARRAY_FIELDS: ClassVar[dict[str, str]] = dict.fromkeys(("x_train", "y_train", "x_test", "y_test"), "root")
 
     kind: Literal["torchvision"] = "torchvision"
     name: Literal["MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100"] = "MNIST"
     root: str
-
-    _resolve = field_validator("root")(resolve_path)
 
     def describe(self) -> DataInfo:
         shape, counts, n_test = TORCHVISION_SETS[self.name]

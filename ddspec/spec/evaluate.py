@@ -1,24 +1,80 @@
-"""``evaluate``: the recorded protocol that trains fresh models on D̂ and measures them on real test data."""
+"""``evaluate``: the recorded protocol that trains fresh models on D̂ and measures them on real test data.
+
+Metric kinds declare what they measure as capabilities of their registry entry: ``targets:classes`` or
+``targets:real`` (the targets they fit), ``fraction`` (values in [0, 1]; shown as percentages),
+``default`` (reported when ``evaluate.metrics`` is left empty) and ``primary`` (the figure measured on the
+corrupted test sets).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from ddspec.registry import CORRUPTIONS, METRICS
+from ddspec.errors import Finding
+from ddspec.registry import CORRUPTIONS, DATA, METRICS
 from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveInt, SpecModel
 
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
 
-@METRICS.register(builder="ddspec.evaluate.metrics:accuracy")
-class AccuracyMetric(SpecModel):
+#: The baselines: ``random`` real samples as many per stratum as D̂ has, or the ``full`` real training set.
+Baseline = Literal["random", "full"]
+
+
+def metric_kinds(targets: str, capability: str) -> list[str]:
+    """The metric kinds that fit ``targets`` ("classes" or "real") and declare ``capability``, in registration order."""
+    return [e.kind for e in METRICS.entries() if {f"targets:{targets}", capability} <= e.capabilities]
+
+
+def default_metrics(targets: str) -> list[Any]:
+    """The metrics reported when ``evaluate.metrics`` is empty: accuracy and cluster_min for classes, rmse
+    and r2 for real targets (the kinds with the ``default`` capability)."""
+    return [METRICS[kind].spec() for kind in metric_kinds(targets, "default")]
+
+
+def primary_metric(targets: str) -> Any:
+    """The task's primary figure, also measured on every corrupted test set: accuracy for classes, rmse for
+    real targets (the first kind with the ``primary`` capability)."""
+    return METRICS[metric_kinds(targets, "primary")[0]].spec()
+
+
+def is_fraction(kind: str) -> bool:
+    """Whether metric ``kind`` takes values in [0, 1] (capability ``fraction``); unknown kinds are not."""
+    return kind in METRICS and "fraction" in METRICS[kind].capabilities
+
+
+class MetricSpec(SpecModel):
+    """A metric kind: refuses data whose targets it does not fit (its ``targets:*`` capabilities)."""
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        fits = sorted(c for c in METRICS[self.kind].capabilities if c.startswith("targets:"))
+        if fits and not any(analysis.has(c) for c in fits):
+            targets = analysis.data.targets
+            usable = ", ".join(metric_kinds(targets, f"targets:{targets}")) or "none"
+            yield Finding(
+                "METRIC_TARGETS", "evaluate.metrics",
+                f"metric `{self.kind}` needs {' or '.join(fits)}, but the targets of data "
+                f"`{analysis.problem.data.kind}` are targets:{targets}",
+                f"use a metric for targets:{targets} ({usable}), or leave evaluate.metrics empty for the defaults",
+            )
+
+
+METRICS.base = MetricSpec
+
+
+@METRICS.register(builder="ddspec.evaluate.metrics:Accuracy",
+                  capabilities=("targets:classes", "fraction", "default", "primary"))
+class AccuracyMetric(MetricSpec):
     """Fraction of test samples classified correctly (in [0,1])."""
 
     kind: Literal["accuracy"] = "accuracy"
 
 
-@METRICS.register(builder="ddspec.evaluate.metrics:cluster_min")
-class ClusterMinMetric(SpecModel):
+@METRICS.register(builder="ddspec.evaluate.metrics:ClusterMin", capabilities=("targets:classes", "fraction", "default"))
+class ClusterMinMetric(MetricSpec):
     """k-means on the raw test inputs (labels ignored, fixed seed); the lowest per-cluster accuracy."""
 
     kind: Literal["cluster_min"] = "cluster_min"
@@ -26,14 +82,39 @@ class ClusterMinMetric(SpecModel):
     seed: int = Field(0, ge=0)
 
 
-@METRICS.register(builder="ddspec.evaluate.metrics:worst_group")
-class WorstGroupMetric(SpecModel):
+@METRICS.register(builder="ddspec.evaluate.metrics:WorstGroup", capabilities=("targets:classes", "fraction", "groups"))
+class WorstGroupMetric(MetricSpec):
     """The lowest accuracy over the data's test subgroups that have samples (data kinds with groups only).
 
     Groups come from the data (``digits_shift``: 2 * label + spurious cue); empty groups are skipped.
     The per-run details list every non-empty group's id, size and accuracy."""
 
     kind: Literal["worst_group"] = "worst_group"
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        yield from super().findings(analysis)
+        if not analysis.has("data:groups"):
+            kinds = [k for k in DATA.kinds() if "groups" in DATA[k].capabilities]
+            yield Finding(
+                "METRIC_NEEDS_GROUPS", "evaluate.metrics",
+                f"`worst_group` needs group labels, which data `{analysis.problem.data.kind}` does not provide",
+                f"use a data kind with groups ({', '.join(kinds)}), or drop worst_group from evaluate.metrics",
+            )
+
+
+@METRICS.register(builder="ddspec.evaluate.metrics:Rmse", capabilities=("targets:real", "default", "primary"))
+class RmseMetric(MetricSpec):
+    """Root mean squared error √((1/n) Σ_i ‖f(x_i) − y_i‖²) on the test set (in the targets' units)."""
+
+    kind: Literal["rmse"] = "rmse"
+
+
+@METRICS.register(builder="ddspec.evaluate.metrics:R2", capabilities=("targets:real", "default"))
+class R2Metric(MetricSpec):
+    """Coefficient of determination 1 − SS_res/SS_tot per output, averaged over the outputs (as
+    scikit-learn's ``r2_score``)."""
+
+    kind: Literal["r2"] = "r2"
 
 
 @CORRUPTIONS.register(builder="ddspec.evaluate.corruptions:gaussian_noise")
@@ -51,6 +132,15 @@ class BlurCorruption(SpecModel):
     kind: Literal["blur"] = "blur"
     radius: float = Field(2.0, gt=0, le=64)
 
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        if not (analysis.has("inputs:2d") or analysis.has("inputs:3d")):
+            yield Finding(
+                "CORRUPTION_SHAPE", "evaluate.corruptions",
+                f"blur needs spatial inputs (C x L or C x H x W); data `{analysis.problem.data.kind}` has inputs "
+                f"of shape {analysis.data.input_shape}",
+                "remove the blur corruption for flat (tabular) data, or use noise / invert",
+            )
+
 
 @CORRUPTIONS.register(builder="ddspec.evaluate.corruptions:invert")
 class InvertCorruption(SpecModel):
@@ -60,7 +150,8 @@ class InvertCorruption(SpecModel):
 
 
 class EvaluateSpec(SpecModel):
-    """Train each model in ``models`` from each seed on D̂; report final-epoch metrics, mean ± std."""
+    """Train each model in ``models`` from each seed on D̂; report final-epoch metrics, mean ± std, beside the
+    same protocol's figures for the ``baselines``."""
 
     models: list = Field(  # list[ModelUnion]; the element type is set in ddspec.spec.problem
         default_factory=list, description="Architectures to evaluate; empty means the problem's model."
@@ -74,14 +165,20 @@ class EvaluateSpec(SpecModel):
     batch_size: PositiveInt = 256
     lr_drop_at_half: bool = Field(True, description="Multiply the lr by 0.1 at half of the epochs.")
     augment: bool = Field(False, description="Apply the differentiable augmentation during evaluation training.")
-    metrics: list = Field(  # list[MetricUnion]; strings are accepted as shorthand for {kind: name}
-        default_factory=lambda: ["accuracy", "cluster_min"]
+    metrics: list = Field(  # list[MetricUnion]; strings (here and in corruptions) are shorthand for {kind: name}
+        default_factory=list, description=(
+            "Metrics on the test set; empty means the defaults for the data's targets "
+            "(accuracy, cluster_min for classes; rmse, r2 for real values).")
     )
     corruptions: list = Field(  # list[CorruptionUnion]
-        default_factory=list, description="Corrupted copies of the test set on which accuracy is also measured."
+        default_factory=list,
+        description="Corrupted copies of the test set, on which the primary metric (accuracy, or rmse) is measured.",
     )
+    baselines: list[Baseline] = Field(default_factory=list, max_length=2, description=(
+        "Reference figures under the same protocol: `random` (random real samples, as many per class as D̂ "
+        "has, a new draw per seed) and `full` (all real training data; cached)."))
 
-    @field_validator("metrics", mode="before")
+    @field_validator("metrics", "corruptions", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, list):
@@ -96,3 +193,18 @@ class EvaluateSpec(SpecModel):
         if dupes:
             raise ValueError(f"each kind may appear once; repeated: {', '.join(dupes)}")
         return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique_baselines(cls, value: list[str]) -> list[str]:
+        if len(set(value)) < len(value):
+            raise ValueError("each baseline may appear once")
+        return value
+
+    def metric_specs(self, targets: str) -> list[Any]:
+        """``metrics``, or the defaults for ``targets`` ("classes" or "real") when it is empty."""
+        return list(self.metrics) or default_metrics(targets)
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        for spec in [*self.metrics, *self.corruptions]:
+            yield from spec.findings(analysis)

@@ -17,21 +17,25 @@ from pydantic import BaseModel, ValidationError
 from ddspec.errors import Finding, SpecError
 
 
-def load(source: str | Path | Mapping[str, Any] | BaseModel, overrides: Sequence[str] = ()) -> Any:
+def load(source: str | Path | Mapping[str, Any] | BaseModel, overrides: Sequence[str] = (),
+         base_dir: str | Path | None = None) -> Any:
     """Return a validated :class:`~ddspec.spec.problem.Problem`.
 
-    ``source`` is a path to a YAML file, a mapping, or a Problem (re-validated). Relative file
-    paths inside the spec are resolved against the YAML file's folder. ``overrides`` are
-    ``dotted.path=value`` strings, the value parsed as YAML, applied before validation.
+    ``source`` is a path to a YAML file, a mapping, or a Problem (re-validated). File paths inside the
+    spec are kept as written; a relative one is resolved when used, against ``base_dir``: by default the
+    YAML file's folder (a Problem's: the one it was loaded with; a mapping's: the current directory).
+    ``overrides`` are ``dotted.path=value`` strings, the value parsed as YAML, applied before validation.
     """
-    base_dir: Path | None = None
+    from ddspec.spec.base import base_dir_of
+
     if isinstance(source, BaseModel):
         raw: Any = source.model_dump(mode="json")
+        base_dir = base_dir or base_dir_of(source)
     elif isinstance(source, Mapping):
         raw = copy.deepcopy(dict(source))  # overrides must not change the caller's mapping
     else:
         path = Path(source)
-        raw, base_dir = read_yaml(path), path.resolve().parent
+        raw, base_dir = read_yaml(path), base_dir or path.resolve().parent
     if not isinstance(raw, dict):
         raise SpecError.one("SPEC_NOT_MAPPING", "", f"the spec must be a mapping of sections, got {type(raw).__name__}",
                             "start from examples/quickstart.yaml")
@@ -100,14 +104,15 @@ def _index(node: list, part: str, key: str) -> int:
     return int(part)
 
 
-def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Any:
-    """Validate ``raw`` as a Problem; all errors at once as one SpecError."""
-    from ddspec.spec.problem import Problem
+def validate(raw: dict[str, Any], base_dir: str | Path | None = None) -> Any:
+    """Validate ``raw`` as a Problem (the model of the current registries); all errors at once as one SpecError."""
+    from ddspec.spec.problem import problem_model
 
+    problem = problem_model()
     try:
-        return Problem.model_validate(raw, context={"base_dir": base_dir} if base_dir else None)
+        return problem.model_validate(raw, context={"base_dir": base_dir} if base_dir else None)
     except ValidationError as exc:
-        raise SpecError([_finding(err, raw, Problem) for err in exc.errors()]) from None
+        raise SpecError([_finding(err, raw, problem) for err in exc.errors()]) from None
 
 
 # -- pydantic error → finding -------------------------------------------------------------------

@@ -59,6 +59,9 @@ def _conv_check(shape: tuple[int, ...], ndim: int, depth: int, pooling: str, nam
     return None
 
 
+MODELS.base = ModelBase
+
+
 @MODELS.register(builder="ddspec.components.models.networks:build_convnet", capabilities=("differentiable",))
 class ConvNetSpec(ModelBase):
     """The standard DD ConvNet: depth x [conv3x3 → norm → activation → 2x2 pool], then a linear layer."""
@@ -115,7 +118,7 @@ class MLPSpec(ModelBase):
         return _dense_cost([math.prod(shape), *self.hidden, num_classes])
 
 
-@MODELS.register(builder="ddspec.components.models.networks:build_linear", capabilities=("differentiable",))
+@MODELS.register(builder="ddspec.components.models.networks:build_linear", capabilities=("differentiable", "linear"))
 class LinearSpec(ModelBase):
     """Linear (softmax-regression) model on the flattened input."""
 

@@ -1,13 +1,31 @@
-"""``optimize``: the outer optimizer over D̂ (gradient on the synthetic data, or subset selection)."""
+"""``optimize``: the outer optimizer over D̂ (gradient on the synthetic data, or subset selection).
+
+``optimize.hypergradient`` (registry :data:`ddspec.registry.HYPERGRADIENTS`) says how the bilevel backend
+differentiates through training. Its builder, called with (spec, :class:`~ddspec.components.training.unroll.
+InnerRecipe`), returns (model, D̂, outer loss, θ_0) → (loss, dL/dD̂); the spec class says, without torch, how
+many inner steps are alive at once (:meth:`HypergradientBase.tracked_steps`), what a scenario costs
+(:meth:`HypergradientBase.scenario_flops`) and when it is ill-posed (``findings``). Capabilities: ``unrolls``
+(it differentiates through the inner steps themselves, as trajectory matching needs) and ``differentiates_lr``
+(the per-step inner lrs receive a gradient, so ``train.learn_lr`` is meaningful).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field
 
-from ddspec.registry import OPTIMIZERS
+from ddspec.errors import Finding
+from ddspec.registry import HYPERGRADIENTS, OPTIMIZERS, Registry
 from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveInt, SpecModel
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+
+#: Where hypergradient findings point.
+HYPERGRADIENT_PATH = "optimize.hypergradient"
 
 
 class AugmentationSpec(SpecModel):
@@ -27,14 +45,42 @@ class AugmentationSpec(SpecModel):
 
 
 class HypergradientBase(SpecModel):
-    """What every hypergradient kind shares."""
+    """What every hypergradient kind shares. A new kind subclasses it with a ``kind: Literal[...]`` field, the
+    methods below and a builder, and is registered with :data:`~ddspec.registry.HYPERGRADIENTS`."""
 
     normalize: bool = Field(
         False, description="Divide each scenario's hypergradient by its norm (over all learned tensors) before the "
         "risk combines them, so that no scenario with an exploding hypergradient dominates a step.",
     )
+    #: Why the inner lrs get no gradient (kinds without the capability ``differentiates_lr``).
+    lr_note: ClassVar[str] = "this hypergradient does not differentiate through the inner steps"
+
+    def tracked_steps(self, steps: int) -> tuple[int, str]:
+        """(inner steps whose activations are alive at once, how the hypergradient is taken) for K = ``steps``."""
+        raise NotImplementedError
+
+    def scenario_flops(self, steps: int, step: float, outer: float) -> float:
+        """FLOPs of one scenario: K = ``steps`` inner steps of ``step`` FLOPs each (a forward and backward pass on
+        the synthetic batch), the hypergradient's own work, and the outer loss (``outer`` FLOPs)."""
+        raise NotImplementedError
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """Learned inner lrs need ``differentiates_lr``; trajectory matching (distance ``needs_unroll``) needs
+        ``unrolls``."""
+        if analysis.has("train:differentiable") and analysis.problem.train.learn_lr and \
+                not HYPERGRADIENTS.has(self, "differentiates_lr"):
+            yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", self.lr_note,
+                          "set train.learn_lr: false, or use optimize.hypergradient: {kind: unrolled}")
+        if analysis.has("distance:needs_unroll") and not HYPERGRADIENTS.has(self, "unrolls"):
+            yield Finding("TRAJECTORY_NEEDS_UNROLL", HYPERGRADIENT_PATH, f"`{analysis.kind('distance')}` compares the "
+                          "parameters after N differentiable steps", "use optimize.hypergradient: {kind: unrolled}")
 
 
+HYPERGRADIENTS.base = HypergradientBase
+
+
+@HYPERGRADIENTS.register(builder="ddspec.components.training.unroll:unrolled",
+                         capabilities=("unrolls", "differentiates_lr"))
 class UnrolledHypergradient(HypergradientBase):
     """Differentiate through the K inner steps (reverse mode through the unrolled training).
 
@@ -51,7 +97,33 @@ class UnrolledHypergradient(HypergradientBase):
         None, description="Gradient checkpointing: segment length S in inner steps (engine torch_func)."
     )
 
+    def tracked_steps(self, steps: int) -> tuple[int, str]:
+        """T = min(truncate, K) tracked steps; with checkpointing ⌈T/S⌉ segment starts plus one segment of S."""
+        tracked = min(self.truncate or steps, steps)
+        how = f"unrolled ({self.engine}" + (f", last {tracked} steps tracked" if self.truncate else "")
+        if self.checkpoint_every:
+            s = self.checkpoint_every
+            return math.ceil(tracked / s) + min(s, tracked), how + f", checkpoint every {s} steps)"
+        return tracked, how + ")"
 
+    def scenario_flops(self, steps: int, step: float, outer: float) -> float:
+        """K steps, each with its double backward (2x a step); checkpointing recomputes them once more."""
+        return steps * 2 * step * (2 if self.checkpoint_every is not None else 1) + outer
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        yield from super().findings(analysis)
+        if self.checkpoint_every is not None and self.engine == "higher":
+            yield Finding("CHECKPOINT_NEEDS_TORCH_FUNC", f"{HYPERGRADIENT_PATH}.checkpoint_every",
+                          "gradient checkpointing is implemented for the torch_func engine only",
+                          f"set {HYPERGRADIENT_PATH}.engine: torch_func")
+        steps = analysis.problem.train.steps if analysis.has("train:differentiable") else None
+        if self.truncate is not None and steps is not None and self.truncate >= steps:
+            yield Finding("TRUNCATE_NOT_BELOW_STEPS", f"{HYPERGRADIENT_PATH}.truncate",
+                          f"truncate {self.truncate} >= train.steps {steps} tracks every step (no truncation)",
+                          f"use truncate < {steps}, or remove truncate")
+
+
+@HYPERGRADIENTS.register(builder="ddspec.components.training.implicit:implicit")
 class ImplicitHypergradient(HypergradientBase):
     """Implicit function theorem at the trained inner solution θ* (∇θ L_train(θ*, D̂) = 0):
 
@@ -65,8 +137,18 @@ class ImplicitHypergradient(HypergradientBase):
     iterations: PositiveInt = Field(20, le=10_000, description="CG iterations or Neumann terms.")
     damping: NonNegativeFloat = Field(0.0, description="δ added to the Hessian's diagonal.")
     neumann_step: float = Field(0.01, gt=0, description="α of the Neumann series (needs α·λ_max(H) < 2).")
+    lr_note: ClassVar[str] = ("the implicit hypergradient differentiates the trained solution, which does not "
+                              "depend on the inner lrs")
+
+    def tracked_steps(self, steps: int) -> tuple[int, str]:
+        return 1, f"implicit ({self.solver}, {self.iterations} Hessian-vector products)"
+
+    def scenario_flops(self, steps: int, step: float, outer: float) -> float:
+        """K plain steps, the outer loss, and one Hessian-vector product (2x a step) per solver iteration."""
+        return steps * step + outer + 2 * self.iterations * 2 * step
 
 
+@HYPERGRADIENTS.register(builder="ddspec.components.training.ridge_head:ridge_head_builder")
 class RidgeHeadHypergradient(HypergradientBase):
     """The last layer in closed form (FRePo's neural feature regression): K inner steps without a graph, then
     the linear head replaced by the ridge solution on the synthetic features,
@@ -82,15 +164,46 @@ class RidgeHeadHypergradient(HypergradientBase):
         10.0, gt=0, le=1000, description="s: the head regresses s times the label probabilities, so its logits span "
         "the range of a trained classifier's (s = 1 keeps the outer cross-entropy near log C).",
     )
+    lr_note: ClassVar[str] = ("the ridge-head hypergradient holds the trained body constant, so the inner lrs "
+                              "receive no gradient")
+
+    def tracked_steps(self, steps: int) -> tuple[int, str]:
+        return 1, (f"ridge head (last layer in closed form, λ = {self.ridge:g}, target scale {self.target_scale:g}; "
+                   "K steps without a graph)")
+
+    def scenario_flops(self, steps: int, step: float, outer: float) -> float:
+        """K plain steps, one more pass for the features, and the outer loss."""
+        return (steps + 1) * step + outer
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """The head regresses s x label probabilities: class targets only."""
+        yield from super().findings(analysis)
+        if analysis.has("targets:real"):
+            yield Finding("RIDGE_HEAD_NEEDS_CLASSES", HYPERGRADIENT_PATH,
+                          f"the ridge head regresses {self.target_scale:g} x the label probabilities of a classifier, "
+                          f"but data `{analysis.problem.data.kind}` has real-valued targets",
+                          "use optimize.hypergradient: {kind: unrolled} or {kind: implicit}")
 
 
 HypergradientUnion = Annotated[Union[UnrolledHypergradient, ImplicitHypergradient, RidgeHeadHypergradient], Field(discriminator="kind")]  # noqa: UP007
 
 
+class OptimizeBase(SpecModel):
+    """What every outer optimizer answers without torch."""
+
+    def augmentation_ops(self) -> AugmentationSpec | None:
+        """The DSA augmentation it declares (the evaluation's ``augment`` reuses its ops); None if none."""
+        return None
+
+
+OPTIMIZERS.base = OptimizeBase
+
+
 @OPTIMIZERS.register(capabilities=("gradient",))
-class GradientOptimize(SpecModel):
+class GradientOptimize(OptimizeBase):
     """First-order optimization of the synthetic tensors (matching or hypergradient steps)."""
 
+    nested: ClassVar[dict[str, Registry]] = {"hypergradient": HYPERGRADIENTS}
     kind: Literal["gradient"] = "gradient"
     optimizer: Literal["sgd", "adam"] | None = Field(
         None, description="None: the backend's reference (matching: sgd; bilevel: adam)."
@@ -113,9 +226,17 @@ class GradientOptimize(SpecModel):
         None, description="How the bilevel backend differentiates through training; None: unrolled, torch_func."
     )
 
+    def augmentation_ops(self) -> AugmentationSpec | None:
+        return self.augmentation
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """The hypergradient's own findings."""
+        if self.hypergradient is not None:
+            yield from self.hypergradient.findings(analysis)
+
 
 @OPTIMIZERS.register(capabilities=("selection",))
-class SelectOptimize(SpecModel):
+class SelectOptimize(OptimizeBase):
     """Coreset selection: pick real samples per class instead of synthesizing them (baselines)."""
 
     kind: Literal["select"] = "select"

@@ -1,29 +1,33 @@
-"""The top-level :class:`Problem`: one field per axis of the formulation (DESIGN §1).
+"""The top-level Problem model: one field per axis of the formulation.
 
-The tagged unions (``kind`` discriminators) are built from the registries, so a kind registered
-anywhere appears in the JSON Schema and in validation without editing this module; call
-:func:`build_problem_model` again after registering kinds at run time.
+The tagged unions (``kind`` discriminators) are built from the registries. :func:`problem_model`
+returns the model for the registries as they are now: it loads the plugins once, and builds one model
+per :func:`ddspec.registry.signature` (the registered spec classes), so a kind registered at run time
+validates and appears in the JSON Schema, and removing it again gives back the earlier model. ``Problem`` (this module's attribute, and
+``ddspec.Problem``) is :func:`problem_model` read at access time; do not keep it across registrations.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+import typing
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import Field, create_model, model_validator
 
 from ddspec.registry import (
-    BACKENDS,
     CORRUPTIONS,
     DATA,
     DISTANCES,
     METRICS,
     MODELS,
     OPTIMIZERS,
+    REGISTRIES,
     RISKS,
     TASKS,
     TRAIN,
     Registry,
-    load_backends,
+    load_plugins,
+    signature,
 )
 from ddspec.spec import data, distance, kernel, model, optimize, risk, task, train  # noqa: F401  (register kinds)
 from ddspec.spec.base import SpecModel
@@ -41,12 +45,31 @@ def tagged_union(registry: Registry) -> Any:
     return Annotated[Union[tuple(specs)], Field(discriminator="kind")]  # noqa: UP007
 
 
+def refresh_nested(spec: type[SpecModel], done: set[type] | None = None) -> None:
+    """Point the fields that ``spec.nested`` names (field → registry, e.g. a risk's ``groups``) at the union of
+    their registry's current kinds, in place (``model_rebuild``), after doing the same for those kinds — so a
+    kind registered at run time on a nested axis validates, and spec objects built from the public classes stay
+    valid. A field keeps its default and description; None stays allowed where it was."""
+    done = set() if done is None else done
+    if spec in done or not spec.nested:
+        return
+    done.add(spec)
+    for name, registry in spec.nested.items():
+        for inner in registry.specs():
+            refresh_nested(inner, done)
+        info = spec.model_fields[name]
+        union = tagged_union(registry)
+        info.annotation = Optional[union] if type(None) in typing.get_args(info.annotation) else union  # noqa: UP045
+    spec.model_rebuild(force=True)
+
+
 #: Sections whose ``kind`` may be left out: it then defaults to this kind (as before the section had several).
 DEFAULT_KINDS = {"train": "gradient", "risk": "mean"}
 
 
 class ProblemBase(SpecModel):
-    """A dataset-distillation problem (see DESIGN §1 for the formulation each section declares)."""
+    """A dataset-distillation problem: minimize over D̂ the risk R_ω of dist(I(M_θ̂(ω)), I(M_θ(ω))), where
+    θ̂(ω) = O(M, D̂, ω) and θ(ω) = O(M, D, ω); each section declares one symbol (docs/concepts.md)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -66,8 +89,7 @@ class ProblemBase(SpecModel):
 
 
 def build_problem_model() -> type[ProblemBase]:
-    """Create the Problem class from the current registries."""
-    load_backends()
+    """Create a Problem class from the registries as they are (:func:`problem_model` caches it)."""
     models = tagged_union(MODELS)
     scenarios = create_model(
         "Scenarios", __base__=ScenariosSpec, __doc__=ScenariosSpec.__doc__,
@@ -79,7 +101,6 @@ def build_problem_model() -> type[ProblemBase]:
         metrics=(list[tagged_union(METRICS)], EvaluateSpec.model_fields["metrics"]),
         corruptions=(list[tagged_union(CORRUPTIONS)], EvaluateSpec.model_fields["corruptions"]),
     )
-    backend_names = ("auto", *sorted(BACKENDS))
 
     def section(registry: Registry, default: str | None, description: str) -> tuple[Any, Any]:
         union = tagged_union(registry)
@@ -92,7 +113,8 @@ def build_problem_model() -> type[ProblemBase]:
         __base__=ProblemBase,
         __doc__=ProblemBase.__doc__,
         name=(str, Field("ddspec", min_length=1, max_length=200, description="A name for the run.")),
-        backend=(Literal[backend_names], Field("auto", description="auto: let the compiler choose.")),
+        backend=(str, Field("auto", min_length=1, description=(
+            "auto: let the compiler choose; or the name of a registered backend (checked when compiled)."))),
         data=(tagged_union(DATA), Field(description="The real dataset D.")),
         synthetic=(SyntheticSpec, Field(default_factory=SyntheticSpec, description="The synthetic set D̂.")),
         model=section(MODELS, None, "The model family M; None picks one from the data's shape."),
@@ -107,4 +129,29 @@ def build_problem_model() -> type[ProblemBase]:
     )
 
 
-Problem = build_problem_model()
+#: The signature the nested fields were last refreshed for.
+_refreshed: tuple[tuple[type, ...], ...] = ()
+_built: dict[tuple[tuple[type, ...], ...], type[ProblemBase]] = {}
+
+
+def problem_model() -> type[ProblemBase]:
+    """The Problem class for the registries as they are now (plugins loaded); built once per signature."""
+    load_plugins()
+    key = signature()
+    global _refreshed
+    if key != _refreshed:
+        done: set[type] = set()
+        for registry in REGISTRIES.values():
+            for spec in registry.specs():
+                refresh_nested(spec, done)
+        _refreshed = key
+    if key not in _built:
+        _built[key] = build_problem_model()
+    return _built[key]
+
+
+def __getattr__(name: str) -> Any:
+    """``Problem`` is :func:`problem_model` at access time (PEP 562)."""
+    if name == "Problem":
+        return problem_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

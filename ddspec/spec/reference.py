@@ -57,9 +57,10 @@ def _table(model: type[BaseModel]) -> list[str]:
 
 
 def reference_markdown() -> str:
-    """The spec reference: every section, every kind, every field with its default."""
-    from ddspec.spec.problem import Problem
+    """The spec reference: every section, every kind (plugins' included), every field with its default."""
+    from ddspec.spec.problem import problem_model
 
+    problem = problem_model()
     out = [
         "# Spec reference",
         "",
@@ -68,10 +69,10 @@ def reference_markdown() -> str:
         "",
         "## Top level",
         "",
-        *_table(Problem),
+        *_table(problem),
     ]
-    seen: set[type[BaseModel]] = {Problem}
-    for name, field in Problem.model_fields.items():
+    seen: set[type[BaseModel]] = {problem}
+    for name, field in problem.model_fields.items():
         models = [m for m in _models(field.annotation) if m not in seen]
         if not models:
             continue

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
+from ddspec.errors import Finding
 from ddspec.spec.base import PositiveInt, SpecModel
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
 
 
 class ModelPoolSpec(SpecModel):
@@ -35,3 +42,30 @@ class ScenariosSpec(SpecModel):
         None, description="Warm-start the scenarios from a pool of models that keep training on D̂ (bilevel "
         "task objectives only); None: a fresh initialisation every iteration.",
     )
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """``pool`` warm-starts the inner training of a task objective through differentiable training (the
+        bilevel backend): it needs such an objective, a pool of at least ``inits`` models, and lifetimes longer
+        than one use."""
+        pool, p = self.pool, analysis.problem
+        if pool is None:
+            return
+        if analysis.has("distance:surrogate") or p.task is None or not analysis.has("model:differentiable"):
+            why = (f"`{p.distance.kind}` does not train scenario models on D̂ from θ_0"
+                   if analysis.has("distance:surrogate")
+                   else "only a task objective (test_error / predictions) through differentiable training uses it")
+            yield Finding("POOL_UNUSED", "scenarios.pool",
+                          f"the model pool warm-starts the bilevel inner training; {why}",
+                          "remove scenarios.pool (or declare task: test_error with a differentiable model)")
+            return
+        if self.inits > pool.size:
+            yield Finding("POOL_TOO_SMALL", "scenarios.pool.size",
+                          f"each iteration unrolls scenarios.inits = {self.inits} distinct pool models, but the pool "
+                          f"holds {pool.size}", f"set scenarios.pool.size >= {self.inits}")
+        steps = p.train.inner_steps()
+        if steps is not None and pool.max_steps <= steps:
+            yield Finding("POOL_LIFETIME_TOO_SHORT", "scenarios.pool.max_steps",
+                          f"max_steps {pool.max_steps} <= train.steps {steps}: every pool model would be "
+                          "re-initialised after each use, which is the same as no pool",
+                          f"set scenarios.pool.max_steps > {steps} (e.g. the evaluation's number of training "
+                          "steps), or remove scenarios.pool")

@@ -27,10 +27,11 @@ class SyntheticSpec(SpecModel):
             object.__setattr__(self, "per_class", 10)
         return self
 
-    def counts(self, num_classes: int) -> list[int]:
-        """Images per class for ``num_classes`` classes."""
+    def counts(self, strata: int) -> list[int]:
+        """Synthetic rows per stratum: per class for ``strata`` classes; data with real-valued targets is one
+        stratum, so ``per_class`` and ``total`` both give the number of rows."""
         if self.per_class is not None:
-            return [self.per_class] * num_classes
+            return [self.per_class] * strata
         assert self.total is not None
-        base, extra = divmod(self.total, num_classes)
-        return [base + (1 if c < extra else 0) for c in range(num_classes)]
+        base, extra = divmod(self.total, strata)
+        return [base + (1 if c < extra else 0) for c in range(strata)]

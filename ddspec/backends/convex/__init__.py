@@ -2,9 +2,10 @@
 implicit differentiation of their KKT conditions.
 
 For ``model: linear`` with ``train: convex`` (L2/L1 logistic regression, linear SVM, ridge with optional
-constraints; :mod:`ddspec.components.closed_form.convex` has the math) and ``task: test_error``, each outer iteration
-solves the inner problem on D̂ exactly, θ* = (W*, b*), measures the test error
-L(θ*) = CE(X_real W* + b*, y_real) on a real batch, and steps on D̂ along
+constraints; each a loss object of :mod:`ddspec.components.closed_form.convex`, which has the math) and the test
+error as the task, each outer iteration solves the inner problem on D̂ exactly, θ* = (W*, b*), measures the test
+error L(θ*) = ℓ(X_real W* + b*, y_real) on a real batch (cross-entropy for classes; squared error for real-valued
+targets, which only ``loss: squared`` takes), and steps on D̂ along
 
     dL/dD̂ = −∂/∂D̂ [vᵀ ∇θ ℒ(θ*, μ*; D̂)],   K v = ∂L/∂θ   (K: the KKT matrix at θ*)
 
@@ -41,22 +42,24 @@ class ConvexBackend(Backend):
     preference = 20
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
+        p = analysis.problem
         problems = []
-        if analysis.kind("train") != "convex":
-            problems.append(f"the train `{analysis.kind('train')}` is not convex")
-        if analysis.kind("model") != "linear":
+        if not analysis.has("train:convex"):
+            problems.append(f"the train `{analysis.kind('train')}` is not a convex inner problem")
+        if not analysis.has("model:linear"):
             problems.append(f"the model `{analysis.kind('model')}` is not linear (convex inner problems fit W x + b)")
         if not analysis.has("optimize:gradient"):
             problems.append(f"the optimize `{analysis.kind('optimize')}` is not a gradient optimizer")
-        if analysis.kind("task") != "test_error" or analysis.kind("distance") is not None:
-            problems.append("the objective must be task test_error with no distance")
-        if analysis.kind("risk") != "mean":
-            problems.append("only risk mean is supported")
-        if analysis.has("optimize:gradient") and analysis.problem.optimize.augmentation.enabled:
+        if p.task is None or analysis.has("task:needs_teacher") or p.distance is not None:
+            problems.append("the objective must be the test error on real data (task test_error, no distance)")
+        if analysis.has("risk:groups"):
+            problems.append(f"the risk `{analysis.kind('risk')}` is over groups of real data; the convex inner "
+                            "problem has one scenario (use risk mean)")
+        if analysis.has("optimize:gradient") and p.optimize.augmentation.enabled:
             problems.append("optimize.augmentation is not supported")
         if problems:
             return False, "; ".join(problems)
-        t = analysis.problem.train
+        t = p.train
         return True, f"{t.loss} ({t.penalty}) is convex: solved exactly, hypergradient from its KKT conditions"
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
@@ -69,8 +72,8 @@ class ConvexBackend(Backend):
         :data:`SOLVE_OVERHEAD_S`) and a dense KKT solve (q³); once, the same solve on the n real training
         samples (the reference model of the ``w_rel_error`` and ``agreement`` metrics). cvxpy runs on the CPU."""
         p, info = analysis.problem, analysis.data
-        d, k, m = math.prod(info.input_shape), info.num_classes, analysis.n_synthetic
-        q = (d + 1) * (1 if k == 2 else k)
+        d, m = math.prod(info.input_shape), analysis.n_synthetic
+        q = (d + 1) * (1 if info.num_classes == 2 else info.num_outputs)
 
         def solve(samples: int) -> float:
             return seconds(IPM_ITERATIONS * CONIC_SLOWDOWN * samples * q * q, "cpu") + SOLVE_OVERHEAD_S
@@ -88,6 +91,7 @@ class ConvexBackend(Backend):
         return distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
-        from ddspec.backends.convex.run import weight_metrics
+        """W̃_S against W̃: ``w_rel_error``, and agreement and accuracies (classes) or RMSEs (real targets)."""
+        from ddspec.backends.convex.run import convex_metrics
 
-        return weight_metrics(problem, data, x, y)
+        return convex_metrics(problem, data, x, y)

@@ -1,6 +1,8 @@
 """KRR backend: closed-form distillation for kernel ridge regression, and KIP as its iterative baseline.
 
-For ``model: kernel_ridge`` (feature map φ, ridge λ) with ``train: closed_form`` (ridge λ_S on D̂):
+For a kernel model (``model: kernel_ridge``: feature map φ, ridge λ) with a closed-form inner fit
+(``train: closed_form``: ridge λ_S on D̂), on class targets (one-hot rows Y) or real-valued targets (regression:
+the construction holds for any Y):
 
 - ``optimize: exact`` constructs D̂ with W_S = Y_S φ_λS(X_S)⁺ equal to the full-data W = Y φ_λ(X)⁺
   (Chen, Huang & Weng 2024): D = Y_S⁺W + (I − Y_S⁺Y_S)Z, features from the SVD of D, inputs by
@@ -36,21 +38,24 @@ class KRRBackend(Backend):
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
         problems = []
-        if analysis.kind("model") != "kernel_ridge":
-            problems.append(f"the model `{analysis.kind('model')}` is not kernel_ridge")
-        if analysis.kind("train") != "closed_form":
-            problems.append(f"the train `{analysis.kind('train')}` is not closed_form")
+        if not analysis.has("model:kernel"):
+            problems.append(f"the model `{analysis.kind('model')}` is not a kernel model (model.features, W φ(x))")
+        if not analysis.has("train:closed_form"):
+            problems.append(f"the train `{analysis.kind('train')}` does not fit the model in closed form")
         if not (analysis.has("optimize:exact") or analysis.has("optimize:gradient")):
             problems.append(f"the optimize `{analysis.kind('optimize')}` is neither exact nor gradient (KIP)")
-        if analysis.kind("distance") is not None:
+        if analysis.problem.distance is not None:
             problems.append("a distance is declared (the objective is W_S = W, or KIP's test error)")
-        if analysis.kind("risk") != "mean":
-            problems.append("only risk mean is supported")
+        if analysis.has("risk:groups"):
+            problems.append(f"the risk `{analysis.kind('risk')}` is over groups of real data; the closed form fits "
+                            "one model to all of it (one scenario: use risk mean)")
         if problems:
             return False, "; ".join(problems)
+        targets = "real-valued targets" if analysis.has("targets:real") else "class targets"
         if analysis.has("optimize:exact"):
-            return True, "kernel ridge regression with a closed-form inner problem: W_S = W exactly, no iterations"
-        return True, "KIP: kernel ridge regression, gradient steps through the closed-form kernel solve"
+            return True, (f"kernel ridge regression with a closed-form inner problem ({targets}): W_S = W exactly, "
+                          "no iterations")
+        return True, f"KIP: kernel ridge regression ({targets}), gradient steps through the closed-form kernel solve"
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
         """KIP: Adam, lr 0.01, no augmentation; the exact construction has nothing to resolve."""
@@ -64,7 +69,7 @@ class KRRBackend(Backend):
         p, info = analysis.problem, analysis.data
         d = math.prod(info.input_shape)
         feats = p.model.features.dim(d)
-        _, flops, _ = p.model.cost(info.input_shape, info.num_classes)
+        _, flops, _ = p.model.cost(info.input_shape, info.num_outputs)
         n, m = info.n_train, analysis.n_synthetic
         fit = 2 * n * feats * min(n, feats) + feats**3 + n * flops
         memory = 8 * (n * (d + feats) + min(n, feats) ** 2 + 4 * m * (d + feats))
@@ -85,6 +90,7 @@ class KRRBackend(Backend):
         return distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
-        from ddspec.backends.krr.run import weight_metrics
+        """W_S against W: ``w_rel_error``, and agreement and accuracies (classes) or RMSEs (real targets)."""
+        from ddspec.backends.krr.run import kernel_metrics
 
-        return weight_metrics(problem, data, x, y)
+        return kernel_metrics(problem, data, x, y)

@@ -1,8 +1,9 @@
 """The numpy / torch side of the KRR backend (see :mod:`ddspec.backends.krr` for the math).
 
-The exact construction works in float64 and returns x in float64 (a float32 copy would move W_S
-away from W by ~1e-7); KIP optimizes float64 inputs too, in standardized units as the other
-gradient backends do.
+Targets are rows Y: one-hot classes, or real values (regression; the theorem holds for any Y). The exact
+construction works in float64 and returns x in float64 (a float32 copy would move W_S away from W by ~1e-7);
+KIP optimizes float64 inputs too, in standardized units as the other gradient backends do (its
+:class:`~ddspec.components.synthetic.set.SyntheticSet` learns target rows).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import torch
 
 from ddspec.backends.base import Distilled
 from ddspec.components.closed_form import krr
+from ddspec.components.closed_form.compare import Fitted, weight_metrics
+from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve, targets
 from ddspec.components.synthetic.init import init_synthetic
-from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve, targets, torch_features
+from ddspec.components.synthetic.set import SyntheticSet
 from ddspec.components.training.optimizers import make_optimizer
-from ddspec.components.synthetic.set import channel_stats
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
@@ -25,7 +27,8 @@ from ddspec.runtime.context import RunContext
 def full_data_model(problem: Any, data: Any) -> tuple[krr.FeatureMap, np.ndarray]:
     """(φ, W): the feature map and the ridge weights fitted to all real training data."""
     fm = feature_map(problem.model.features, int(np.prod(data.input_shape)))
-    return fm, krr.fit_krr(fm(flat64(data.x_train)), targets(data.y_train, data.num_classes), problem.model.lam)
+    return fm, krr.fit_krr(fm(flat64(data.x_train)), targets(data.y_train, data.targets.num_outputs),
+                           problem.model.lam)
 
 
 def infeasible(err: krr.KRRInfeasible, label_only: bool) -> SpecError:
@@ -35,7 +38,8 @@ def infeasible(err: krr.KRRInfeasible, label_only: bool) -> SpecError:
 
 
 def exact(ctx: RunContext) -> Distilled:
-    """D̂ with W_S = W: from the starting points X̂ (``synthetic.init``), labels one-hot or the model's."""
+    """D̂ with W_S = W from the starting points X̂ (``synthetic.init``, read as drawn: the construction has no
+    learnable tensors), labels their targets' rows (one-hot classes or real values) or the model's predictions."""
     p, data = ctx.problem, ctx.data
     fm, W = full_data_model(p, data)
     lam_s = p.train.lam_synthetic
@@ -46,7 +50,7 @@ def exact(ctx: RunContext) -> Distilled:
         if p.optimize.label_only:
             X_s, Y_s = X_hat, krr.label_only(W, Phi_hat, lam_s)
         else:
-            Y = targets(y0, data.num_classes) if p.optimize.labels == "onehot" else Phi_hat @ W.T
+            Y = targets(y0, data.targets.num_outputs) if p.optimize.labels == "onehot" else Phi_hat @ W.T
             Z = krr.regularized_pinv(Phi_hat, lam_s).T
             result = krr.distill_inputs(fm, W, Y, lam_s, Z, branch="nearest", reference=Phi_hat)
             X_s, Y_s = result.X, result.Y
@@ -58,53 +62,41 @@ def exact(ctx: RunContext) -> Distilled:
 
 def kip(ctx: RunContext) -> Distilled:
     """KIP: minimize ½ mean ‖Y_t − φ(X_t) W_Sᵀ‖², W_Sᵀ = φ(X_S)ᵀ(φ(X_S)φ(X_S)ᵀ + λ_S I)⁻¹ Y_S
-    (pseudo-inverse for λ_S = 0), over X_S (standardized) and, with learned labels, Y_S."""
+    (pseudo-inverse for λ_S = 0), over X_S (standardized) and, with learned labels, the target rows Y_S."""
     p, data = ctx.problem, ctx.data
     fm = feature_map(p.model.features, int(np.prod(data.input_shape)))
-    x0, y0 = init_synthetic(p, data, ctx.generator)
-    mean, std = (t.double() for t in channel_stats(data.x_train))
-    z = ((x0.double() - mean) / std).detach().requires_grad_(True)
-    labels = torch.from_numpy(targets(y0, data.num_classes)).to(z.device)
-    learned = {"x": z}
-    if p.synthetic.learn_labels:
-        labels.requires_grad_(True)
-        learned["labels"] = labels
+    synthetic = SyntheticSet.create(p, data, ctx.generator, torch.float64, labels="rows")
+    learned = synthetic.tensors
     opt = p.optimize
     optimizer = make_optimizer(opt.optimizer, learned.values(), opt.lr, opt.momentum, opt.weight_decay)
     loop = ctx.loop(opt.iterations, {**learned, "opt": optimizer}, desc="KIP",
                     fix=f"lower optimize.lr (now {opt.lr:g})")
     lam_s = p.train.lam_synthetic
+
+    def rows() -> torch.Tensor:
+        return data.targets.rows(synthetic.targets()).to(torch.float64)
+
     for it in loop:
-        rows = torch.cat([ctx.sample_real(idx, opt.real_batch_per_class) for idx in data.strata()])
-        phi_t = torch_features(fm, data.x_train[rows].double().reshape(len(rows), -1))
-        y_t = torch.nn.functional.one_hot(data.y_train[rows], data.num_classes).double()
-        phi_s = torch_features(fm, (mean + std * z).reshape(len(z), -1))
-        w_t = kernel_ridge_solve(phi_s, labels, lam_s)
+        batch = ctx.real_batch(opt.real_batch_per_class)
+        phi_t = fm.torch(data.x_train[batch].double().reshape(len(batch), -1))
+        y_t = data.targets.rows(data.y_train[batch]).double()
+        phi_s = fm.torch(synthetic.x.reshape(len(synthetic.z), -1))
+        w_t = kernel_ridge_solve(phi_s, rows(), lam_s)
         loss = 0.5 * ((y_t - phi_t @ w_t) ** 2).sum(1).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         loop.record(it, loss=float(loss.detach()))
         loop.check_finite(it, **learned)
-    x = (mean + std * z).detach()
-    return Distilled(x.clone(), labels.detach().clone())
+    return Distilled(synthetic.x.detach().clone(), rows().detach().clone())
 
 
 def distill(ctx: RunContext) -> Distilled:
-    return exact(ctx) if ctx.problem.optimize.kind == "exact" else kip(ctx)
+    return exact(ctx) if ctx.analysis.has("optimize:exact") else kip(ctx)
 
 
-def weight_metrics(problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """W_S against W: ``w_rel_error`` = ‖W_S − W‖/‖W‖, ``agreement`` (fraction of test predictions equal),
-    and both models' test accuracy (``accuracy_full_model``, ``accuracy_distilled_model``)."""
+def kernel_metrics(problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """W_S = Y_S φ_λS(X_S)⁺ against the full-data W (:func:`~ddspec.components.closed_form.compare.weight_metrics`)."""
     fm, W = full_data_model(problem, data)
-    W_s = krr.fit_krr(fm(flat64(x)), targets(y, data.num_classes), problem.train.lam_synthetic)
-    phi_test = fm(flat64(data.x_test))
-    full, distilled = ((phi_test @ w.T).argmax(1) for w in (W, W_s))
-    truth = data.y_test.cpu().numpy()
-    return {
-        "w_rel_error": krr.relative_error(W_s, W),
-        "agreement": float((full == distilled).mean()),
-        "accuracy_full_model": float((full == truth).mean()),
-        "accuracy_distilled_model": float((distilled == truth).mean()),
-    }
+    W_s = krr.fit_krr(fm(flat64(x)), targets(y, data.targets.num_outputs), problem.train.lam_synthetic)
+    return weight_metrics(*(Fitted(w, lambda rows, w=w: fm(rows) @ w.T) for w in (W, W_s)), data)

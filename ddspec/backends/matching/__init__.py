@@ -22,28 +22,33 @@ current network's embedding; k-means clusters of each class, fitted once; or the
 CVaR_α(v) the mean of the worst α-fraction of v (:func:`ddspec.components.objectives.risks.cvar`, differentiable) and
 G⁺ the non-empty groups (empty groups skipped, one-sample groups counted):
 
-- ``gradient_match``: the network steps between synthetic steps train on REAL data instead of S (as the
-  paper's network update does): each of the ``train.steps`` steps draws ``risk.batch_size`` real samples
-  (256 as in the paper, split evenly over the classes; ``train.batch_size`` is not used), groups them on the
-  current network, and minimizes, with ℓ_i = CE(θ; aug(x_i), y_i),
+- gradient surrogates (``gradient_match``): the network steps between synthetic steps train on REAL data
+  instead of S (as the paper's network update does): each of the ``train.steps`` steps draws
+  ``risk.batch_size`` real samples (256 as in the paper, split evenly over the classes; ``train.batch_size``
+  is not used), groups them on the current network, and minimizes, with ℓ_i = CE(θ; aug(x_i), y_i),
 
       λ_mean · mean_{g∈G⁺} CVaR_α(ℓ_g) + λ_max · max_{g∈G⁺} CVaR_α(ℓ_g) + λ_CE · mean_i ℓ_i,
 
   gradients flowing through the CVaRs. The synthetic steps use the usual d_c on that network.
-- ``feature_mean`` / ``mmd``: the real batch R_c of class c is split into its groups R_c,g; with
+- embedding surrogates (``feature_mean``, ``mmd``): the real batch R_c of class c is split into its groups R_c,g; with
   d_g = d(φ_θ(aug(R_c,g)), φ_θ(aug(S_c))) (the class's whole synthetic set, one augmentation draw), d_c is
   replaced by  λ_mean · CVaR_α(d_g : g ∈ G⁺) + λ_max · max_{g∈G⁺} d_g + λ_CE · d(R_c, S_c)  (α = 1: mean +
   max over groups; each group's loss is one distance, so CVaR_α acts across groups; the plain class distance
   plays the part of the plain cross-entropy). In embedding space the groups come from the features the
   distance compares, so grouping costs no extra forward pass.
 
-Risk ``mean`` runs the code and the random draws it ran before ``group_cvar`` existed (bit-identical).
+Which loop runs is a capability of the distance: ``needs_network_training`` (a gradient surrogate, the DC
+loop) or ``embedding`` (an embedding surrogate on untrained networks, the DM loop); the distance's builder
+gives the surrogate's math, and its spec class (:class:`ddspec.spec.distance.MatchingDistance`) the reference
+learning rate and (outer_loop, train.steps) schedule resolved here. A risk that is the plain expectation over
+scenarios (capability ``expectation``) runs the code and the random draws it ran before ``group_cvar`` existed
+(bit-identical); a grouped risk (capability ``groups``) takes the paths above. Matching compares classes, so
+real-valued targets are refused.
 This module stays light: torch is imported by :mod:`.run` in ``run``.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +60,6 @@ if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
     from ddspec.runtime.context import RunContext
 
-#: Synthetic-data learning rates of the reference implementations (SGD, momentum 0.5; NOTES.md).
-REFERENCE_LR = {"gradient_match": 0.1, "feature_mean": 1.0, "mmd": 1.0}
-#: DC's (images per class, outer_loop, train.steps) schedule; interpolated linearly in between.
-DC_SCHEDULE = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
 #: Facts the backend needs, with what to say when one is missing.
 REQUIRED = (
     ("optimize:gradient", "optimize", "is not a gradient optimizer (matching needs optimize.kind: gradient)"),
@@ -68,37 +69,20 @@ REQUIRED = (
 )
 
 
-def dc_schedule(images_per_class: float) -> tuple[int, int]:
-    """(outer_loop, train.steps) of :data:`DC_SCHEDULE`, linear between its rows, clamped outside."""
-    ipcs = [row[0] for row in DC_SCHEDULE]
-    if images_per_class <= ipcs[0]:
-        return DC_SCHEDULE[0][1:]
-    if images_per_class >= ipcs[-1]:
-        return DC_SCHEDULE[-1][1:]
-    hi = bisect.bisect_left(ipcs, images_per_class)
-    (x0, o0, s0), (x1, o1, s1) = DC_SCHEDULE[hi - 1], DC_SCHEDULE[hi]
-    t = (images_per_class - x0) / (x1 - x0)
-    return round(o0 + t * (o1 - o0)), round(s0 + t * (s1 - s0))
+def trains_networks(analysis: Analysis) -> bool:
+    """Whether the distance is a gradient surrogate (networks trained between synthetic steps: the DC loop)."""
+    return analysis.has("distance:needs_network_training")
 
 
 def risk_placement(analysis: Analysis) -> str:
-    """Where risk ``group_cvar`` applies, for the reason string ``explain`` shows ('' for risk mean)."""
-    risk = analysis.problem.risk
-    if risk.kind != "group_cvar":
+    """Where a grouped risk applies, for the reason string ``explain`` shows ('' for the expectation)."""
+    if not analysis.has("risk:groups"):
         return ""
-    g = risk.groups
-    if g.kind == "nearest_synthetic":
-        groups = f"nearest synthetic point of the class ({g.space} space, at most {g.max_per_class} per class)"
-    elif g.kind == "kmeans":
-        groups = f"{g.k} k-means clusters per class"
-    else:
-        groups = "the data's group labels within each class"
-    weights = f"{risk.mean_weight:g}·mean + {risk.max_weight:g}·max"
-    if analysis.problem.distance.kind == "gradient_match":
-        return (f"; group-CVaR on the network updates (α={risk.alpha:g}, {weights} over groups + "
-                f"{risk.ce_weight:g}·CE, real batches of {risk.batch_size} grouped by {groups})")
-    return (f"; group-CVaR over groups of real data in the distance (α={risk.alpha:g}, {weights} of the group "
-            f"distances + {risk.ce_weight:g}·the class distance, groups by {groups})")
+    risk = analysis.problem.risk
+    if trains_networks(analysis):
+        return f"; group-CVaR on the network updates ({risk.describe('CE', batched=True)})"
+    grouped = risk.describe("the class distance", batched=False)
+    return f"; group-CVaR over groups of real data in the distance ({grouped})"
 
 
 def has_spatial_dims(analysis: Analysis) -> bool:
@@ -118,18 +102,22 @@ class MatchingBackend(Backend):
             for fact, axis, why in REQUIRED if not analysis.has(fact)
         ]
         distance = analysis.kind("distance")
-        if analysis.has("distance:surrogate") and distance not in REFERENCE_LR:
-            problems.append(f"the surrogate `{distance}` is not implemented here ({', '.join(REFERENCE_LR)} are)")
+        if analysis.has("distance:surrogate") and not (trains_networks(analysis) or analysis.has("distance:embedding")):
+            problems.append(f"the surrogate `{distance}` compares neither embeddings (capability `embedding`) nor "
+                            "per-layer gradients (capability `needs_network_training`)")
         if analysis.has("optimize:gradient") and analysis.problem.optimize.hypergradient is not None:
             problems.append("optimize.hypergradient is set (it configures the bilevel backend)")
-        if analysis.kind("risk") not in ("mean", "group_cvar"):
+        if not (analysis.has("risk:expectation") or analysis.has("risk:groups")):
             problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages over scenarios: "
-                            "risk mean, or group_cvar over groups of real data)")
-        if not problems and analysis.kind("risk") == "group_cvar" and distance == "gradient_match":
+                            "a risk that is their mean, or one over groups of real data such as group_cvar)")
+        if analysis.has("targets:real"):
+            problems.append("the data's targets are real values, and matching compares the real and synthetic data "
+                            "class by class (for regression use bilevel, krr or convex)")
+        if not problems and analysis.has("risk:groups") and trains_networks(analysis):
             outer = analysis.problem.optimize.outer_loop or self.schedule(analysis)[0]
             if outer < 2:
-                problems.append("risk group_cvar acts on the network updates of gradient matching, and with "
-                                "optimize.outer_loop = 1 (DC's schedule at this size unless set) no network is "
+                problems.append(f"risk {analysis.kind('risk')} acts on the network updates of gradient matching, and "
+                                "with optimize.outer_loop = 1 (DC's schedule at this size unless set) no network is "
                                 "updated: set optimize.outer_loop >= 2")
         if problems:
             return False, "; ".join(problems)
@@ -137,13 +125,12 @@ class MatchingBackend(Backend):
         return True, why + risk_placement(analysis)
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
-        """SGD with the lr of :data:`REFERENCE_LR`; DC's schedule for gradient matching, a single untrained step
-        otherwise; augmentation on wherever the inputs have spatial dimensions."""
-        distance = analysis.problem.distance.kind
+        """SGD with the distance's reference lr and schedule (DC's for gradient matching, a single untrained step
+        for embedding surrogates); augmentation on wherever the inputs have spatial dimensions."""
         outer, steps = self.schedule(analysis)
         return {
             "optimize.optimizer": "sgd",
-            "optimize.lr": REFERENCE_LR[distance],
+            "optimize.lr": analysis.problem.distance.reference_lr,
             "optimize.outer_loop": outer,
             "optimize.augmentation.enabled": has_spatial_dims(analysis),
             "train.steps": steps,
@@ -151,10 +138,8 @@ class MatchingBackend(Backend):
 
     @staticmethod
     def schedule(analysis: Analysis) -> tuple[int, int]:
-        """(outer_loop, train.steps) as resolved: DC's for gradient matching, (1, 1) for DM / MMD."""
-        if analysis.problem.distance.kind != "gradient_match":
-            return 1, 1
-        return dc_schedule(analysis.n_synthetic / analysis.data.num_classes)
+        """(outer_loop, train.steps) as resolved: the distance's schedule at this many images per class."""
+        return analysis.problem.distance.schedule(analysis.n_synthetic / analysis.data.num_classes)
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """FLOPs from the models' analytic costs: a forward is f per sample, forward + backward
@@ -167,10 +152,10 @@ class MatchingBackend(Backend):
         real, n = sum(batches), analysis.n_synthetic
         outer = p.optimize.outer_loop or self.schedule(analysis)[0]
         steps = p.train.steps or self.schedule(analysis)[1]
-        if p.distance.kind == "gradient_match":
+        if trains_networks(analysis):
             match = TRAIN_FACTOR * flops * real + 2 * TRAIN_FACTOR * flops * n
             inner = TRAIN_FACTOR * flops * min(p.train.batch_size, n)
-            if p.risk.kind == "group_cvar":  # network steps on a real batch (and an embedding pass to group it)
+            if analysis.has("risk:groups"):  # network steps on a real batch (and an embedding pass to group it)
                 inner = (TRAIN_FACTOR + 1) * flops * p.risk.batch_size
             per_init = outer * match + (outer - 1) * steps * inner
             live = acts * (max(batches) + 2 * max(analysis.synthetic_counts)) + 4 * params

@@ -55,28 +55,304 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-KINDS = ("logistic_l2", "logistic_l1", "svm", "ridge")
-CONSTRAINTS = (None, "nonneg", "box")
+from ddspec.errors import RunFailure
+
 SOLVER_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "tol_ktratio": 1e-7,
                   "max_iter": 500}
 CERTIFIED = 1e-10  # KKT residual (relative to the mean weight) that certifies an ``optimal_inaccurate`` answer
 
 
-class ConvexSolveError(RuntimeError):
-    """The conic solver did not return an optimal solution."""
+class ConvexSolveError(RunFailure, RuntimeError):
+    """The conic solver did not return an optimal solution (a RunError ``CONVEX_SOLVE_FAILED`` at ``train``)."""
+
+    CODE, PATH = "CONVEX_SOLVE_FAILED", "train"
+    FIX = "raise train.lam (a better-conditioned problem), or standardize the inputs / lower optimize.lr"
+
+
+class SingularKKTError(RunFailure, ValueError):
+    """The KKT matrix at a solution is singular: the solution is not locally unique, so it has no hypergradient
+    (a RunError ``SINGULAR_KKT`` at ``train.lam``)."""
+
+    CODE, PATH = "SINGULAR_KKT", "train.lam"
+    FIX = "raise train.lam so that the inner solution is unique, or use loss logistic or squared instead of svm"
+
+
+# ---------------------------------------------------------------- pinned coordinates: penalties and constraints
+
+
+class Pins:
+    """Which coordinates of W sit on the edge of their feasible set at a solution and are pinned in the local
+    problem (module docstring): none here (every coordinate is free)."""
+
+    def cvx(self, model: ConvexModel, W: Any) -> list:
+        """The cvxpy constraints on W."""
+        return []
+
+    def free(self, model: ConvexModel, W: np.ndarray, tol: float, scale: float) -> np.ndarray | None:
+        """The free coordinates of W (d × m, bool), or None when all are free."""
+        return None
+
+    def value(self, model: ConvexModel, W: np.ndarray) -> np.ndarray:
+        """The exact values of the pinned entries ``W`` (1-D)."""
+        return W
+
+    def strict(self, model: ConvexModel, grad: np.ndarray, W: np.ndarray, tol: float) -> bool:
+        """Strict complementarity: the multipliers of the pinned entries (from ∂fit/∂W, ``grad``) inside their range."""
+        return True
+
+
+class ZeroSet(Pins):
+    """λ‖W‖₁: the zero set of W (|W_jk| ≤ tol·scale), pinned at 0; strict when |∂fit/∂W_jk| < λ there."""
+
+    def free(self, model: ConvexModel, W: np.ndarray, tol: float, scale: float) -> np.ndarray | None:
+        return np.abs(W) > tol * scale
+
+    def value(self, model: ConvexModel, W: np.ndarray) -> np.ndarray:
+        return np.zeros_like(W)
+
+    def strict(self, model: ConvexModel, grad: np.ndarray, W: np.ndarray, tol: float) -> bool:
+        return bool(np.all(np.abs(grad) < model.lam * (1 - tol)))
+
+
+class Nonnegative(Pins):
+    """W ≥ 0: entries at 0 pinned; strict when their multiplier ∂fit/∂W_jk is > 0."""
+
+    def cvx(self, model: ConvexModel, W: Any) -> list:
+        return [W >= 0]
+
+    def free(self, model: ConvexModel, W: np.ndarray, tol: float, scale: float) -> np.ndarray | None:
+        return W > tol * scale
+
+    def value(self, model: ConvexModel, W: np.ndarray) -> np.ndarray:
+        return np.zeros_like(W)
+
+    def strict(self, model: ConvexModel, grad: np.ndarray, W: np.ndarray, tol: float) -> bool:
+        return bool(np.all(grad > tol * model.lam))
+
+
+class Box(Pins):
+    """‖W‖_∞ ≤ c (``model.bound``): entries at ±c pinned; strict when ∂fit/∂W_jk pushes outwards."""
+
+    def cvx(self, model: ConvexModel, W: Any) -> list:
+        return [W <= model.bound, W >= -model.bound]
+
+    def free(self, model: ConvexModel, W: np.ndarray, tol: float, scale: float) -> np.ndarray | None:
+        return np.abs(W) < model.bound - tol * max(1.0, model.bound)
+
+    def value(self, model: ConvexModel, W: np.ndarray) -> np.ndarray:
+        return np.sign(W) * model.bound
+
+    def strict(self, model: ConvexModel, grad: np.ndarray, W: np.ndarray, tol: float) -> bool:
+        return bool(np.all(-np.sign(W) * grad > tol * model.lam))
+
+
+#: Constraints on W (``ConvexModel.constraint``), by name (None: unconstrained).
+CONSTRAINTS: dict[str | None, Pins] = {None: Pins(), "nonneg": Nonnegative(), "box": Box()}
+#: The ``train: convex`` spec's constraint names.
+SPEC_CONSTRAINTS = {"none": None, "nonnegative": "nonneg", "box": "box"}
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _onehot(name: str, Y: np.ndarray, K: int) -> np.ndarray:
+    if Y.ndim != 1 or np.any(Y != np.round(Y)) or Y.min(initial=0) < 0 or Y.max(initial=0) >= K:
+        raise ValueError(f"{name} needs integer labels in [0, {K}) of shape (n,), got shape {Y.shape}")
+    return np.eye(K)[Y.astype(int)]
+
+
+def _soft(Y: np.ndarray, K: int) -> np.ndarray:
+    if Y.shape[1] != K:
+        raise ValueError(f"soft labels must have shape (n, {K}), got {Y.shape}")
+    return Y
+
+
+class ConvexLoss:
+    """One inner objective: its loss ℓ and penalty, in cvxpy (solving) and torch (the local smooth problem), the
+    targets it takes, and its share of the active-set rule (module docstring). ``spec``: its ``train: convex``
+    (loss, penalty); ``real_targets``: takes real-valued targets (``classes = 0``); ``constrainable``: takes a
+    constraint on W; ``hard_labels``: its targets are fixed classes, with no derivative; ``pins``: the
+    coordinates its penalty pins."""
+
+    name: str = ""
+    spec: tuple[str, str] = ("", "")
+    real_targets = False
+    constrainable = False
+    hard_labels = False
+    pins: Pins = CONSTRAINTS[None]
+
+    def targets(self, Y: np.ndarray, K: int) -> np.ndarray:
+        """The (n, m) target matrix T (see :func:`targets`)."""
+        raise NotImplementedError
+
+    def gauge(self, K: int) -> bool:
+        """Whether the bias is fixed by Σ_k b_k = 0 (ℓ invariant to z → z + c1)."""
+        return False
+
+    def cvx_fit(self, Z: Any, T: np.ndarray, a: np.ndarray, A: np.ndarray, K: int) -> Any:
+        """Σ_i a_i ℓ(z_i, t_i) as a cvxpy expression of the scores Z (A: a repeated over the m columns)."""
+        raise NotImplementedError
+
+    def cvx_penalty(self, W: Any, lam: float) -> Any:
+        """The penalty on W as a cvxpy expression."""
+        raise NotImplementedError
+
+    def fit(self, Z: torch.Tensor, T: torch.Tensor, K: int, keep: torch.Tensor | None) -> torch.Tensor:
+        """ℓ(z_i, t_i) per sample (n,) in torch; ``keep`` (n, m): the (i, k) that count (the SVM's off-margin terms)."""
+        raise NotImplementedError
+
+    def penalty(self, W: torch.Tensor, lam: float) -> torch.Tensor:
+        """The penalty on W in torch."""
+        raise NotImplementedError
+
+    def margin(self, T: np.ndarray, scores: np.ndarray, tol: float) -> np.ndarray | None:
+        """Samples (i, k) whose constraint t_ik z_ik = 1 is active (the SVM), or None."""
+        return None
+
+    def duals(self, T: np.ndarray, scores: np.ndarray, a: np.ndarray, margin: np.ndarray, mu: np.ndarray,
+              tol: float) -> tuple[np.ndarray | None, bool]:
+        """(α, strict): the weight of every sample in ∇_θ ℒ (a_i inside the margin, 0 outside, −μ on it) and
+        whether every margin multiplier lies strictly inside (0, a_i); (None, True) without a margin."""
+        return None, True
+
+    def solver_labels(self, y: Any, K: int) -> Any:
+        """Targets as :func:`solve` takes them (rows of soft labels, indices, or real values)."""
+        return y
+
+
+class Logistic(ConvexLoss):
+    """Cross-entropy: binary (K = 2, one column, t ∈ [0, 1]) ℓ = log(1 + e^z) − t z; multinomial (K > 2)
+    ℓ = (Σ_k t_k) logsumexp(z) − tᵀz with the gauge Σ_k b_k = 0. Penalty (λ/2)‖W‖²_F (l2) or λ‖W‖₁ (l1, whose
+    zero set is pinned)."""
+
+    def __init__(self, penalty: str) -> None:
+        self.name, self.spec, self.l1 = f"logistic_{penalty}", ("logistic", penalty), penalty == "l1"
+        self.pins = ZeroSet() if self.l1 else CONSTRAINTS[None]
+
+    def targets(self, Y: np.ndarray, K: int) -> np.ndarray:
+        if K == 2:
+            if Y.ndim != 1 or Y.min(initial=0) < 0 or Y.max(initial=0) > 1:
+                raise ValueError(f"binary logistic needs labels in [0, 1] of shape (n,), got shape {Y.shape}")
+            return Y[:, None]
+        if Y.ndim == 1:
+            return _onehot(self.name, Y, K)
+        Y = _soft(Y, K)
+        if Y.min() < 0:
+            raise ValueError("soft labels of a logistic model must be >= 0")
+        return Y
+
+    def gauge(self, K: int) -> bool:
+        return K > 2
+
+    def cvx_fit(self, Z: Any, T: np.ndarray, a: np.ndarray, A: np.ndarray, K: int) -> Any:
+        import cvxpy as cp
+
+        if self.gauge(K):
+            return a @ (cp.multiply(T.sum(1), cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(T, Z), axis=1))
+        return a @ (cp.logistic(Z[:, 0]) - cp.multiply(T[:, 0], Z[:, 0]))
+
+    def cvx_penalty(self, W: Any, lam: float) -> Any:
+        import cvxpy as cp
+
+        return lam * cp.sum(cp.abs(W)) if self.l1 else lam / 2 * cp.sum_squares(W)
+
+    def fit(self, Z: torch.Tensor, T: torch.Tensor, K: int, keep: torch.Tensor | None) -> torch.Tensor:
+        if self.gauge(K):
+            return T.sum(1) * torch.logsumexp(Z, 1) - (T * Z).sum(1)
+        return F.softplus(Z[:, 0]) - T[:, 0] * Z[:, 0]
+
+    def penalty(self, W: torch.Tensor, lam: float) -> torch.Tensor:
+        return lam * W.abs().sum() if self.l1 else lam / 2 * (W**2).sum()
+
+    def solver_labels(self, y: Any, K: int) -> Any:
+        """Binary: the class-1 probability of soft-label rows."""
+        return y[:, 1] if K == 2 and y.dim() == 2 else y
+
+
+class Hinge(ConvexLoss):
+    """Linear SVM: ℓ = Σ_k max(0, 1 − t_k z_k), t = 2y − 1 (one column for K = 2, one-vs-rest for K > 2), penalty
+    (λ/2)‖W‖²_F; margin samples (t z = 1) are the active constraints."""
+
+    name, spec, hard_labels = "svm", ("svm", "l2"), True
+
+    def targets(self, Y: np.ndarray, K: int) -> np.ndarray:
+        onehot = _onehot(self.name, Y, K)
+        return 2.0 * (onehot[:, 1:] if K == 2 else onehot) - 1.0
+
+    def cvx_fit(self, Z: Any, T: np.ndarray, a: np.ndarray, A: np.ndarray, K: int) -> Any:
+        import cvxpy as cp
+
+        return cp.sum(cp.multiply(A, cp.pos(1 - cp.multiply(T, Z))))
+
+    def cvx_penalty(self, W: Any, lam: float) -> Any:
+        import cvxpy as cp
+
+        return lam / 2 * cp.sum_squares(W)
+
+    def fit(self, Z: torch.Tensor, T: torch.Tensor, K: int, keep: torch.Tensor | None) -> torch.Tensor:
+        hinge = torch.relu(1 - T * Z)
+        return (hinge if keep is None else hinge * keep).sum(1)
+
+    def penalty(self, W: torch.Tensor, lam: float) -> torch.Tensor:
+        return lam / 2 * (W**2).sum()
+
+    def margin(self, T: np.ndarray, scores: np.ndarray, tol: float) -> np.ndarray | None:
+        return np.abs(T * scores - 1) <= tol
+
+    def duals(self, T: np.ndarray, scores: np.ndarray, a: np.ndarray, margin: np.ndarray, mu: np.ndarray,
+              tol: float) -> tuple[np.ndarray | None, bool]:
+        A = np.repeat(a[:, None], T.shape[1], axis=1)
+        dual = np.where(T * scores < 1, A, 0.0)
+        dual[margin] = -mu
+        ratio = dual[margin] / A[margin]
+        return dual, bool(np.all((ratio > tol) & (ratio < 1 - tol)))
+
+
+class Squared(ConvexLoss):
+    """Ridge: ℓ = ‖z − t‖², penalty λ‖W‖²_F; t one-hot (or soft) class rows, or real-valued targets (classes = 0);
+    optionally constrained (:data:`CONSTRAINTS`)."""
+
+    name, spec, real_targets, constrainable = "ridge", ("squared", "l2"), True, True
+
+    def targets(self, Y: np.ndarray, K: int) -> np.ndarray:
+        if K == 0:
+            return Y[:, None] if Y.ndim == 1 else Y
+        return _onehot(self.name, Y, K) if Y.ndim == 1 else _soft(Y, K)
+
+    def cvx_fit(self, Z: Any, T: np.ndarray, a: np.ndarray, A: np.ndarray, K: int) -> Any:
+        import cvxpy as cp
+
+        return cp.sum(cp.multiply(A, cp.square(Z - T)))
+
+    def cvx_penalty(self, W: Any, lam: float) -> Any:
+        import cvxpy as cp
+
+        return lam * cp.sum_squares(W)
+
+    def fit(self, Z: torch.Tensor, T: torch.Tensor, K: int, keep: torch.Tensor | None) -> torch.Tensor:
+        return ((Z - T) ** 2).sum(1)
+
+    def penalty(self, W: torch.Tensor, lam: float) -> torch.Tensor:
+        return lam * (W**2).sum()
+
+
+#: The losses by name (``ConvexModel.kind``).
+LOSSES: dict[str, ConvexLoss] = {loss.name: loss for loss in (Logistic("l2"), Logistic("l1"), Hinge(), Squared())}
+KINDS = tuple(LOSSES)
 
 
 @dataclass(frozen=True)
 class ConvexModel:
-    """An inner problem (see the module docstring): ``kind`` in :data:`KINDS`, regularization ``lam`` > 0,
-    ``classes`` (2 = binary, K > 2 = multiclass, 0 = real-valued ridge targets), ridge ``constraint`` in
-    :data:`CONSTRAINTS` with ``bound`` = c for ``box`` (‖W‖_∞ ≤ c)."""
+    """An inner problem (see the module docstring): ``kind`` in :data:`KINDS` (its :class:`ConvexLoss` is
+    :attr:`loss`), regularization ``lam`` > 0, ``classes`` (2 = binary, K > 2 = multiclass, 0 = real-valued
+    targets, for the losses that take them), a ``constraint`` in :data:`CONSTRAINTS` with ``bound`` = c for
+    ``box`` (‖W‖_∞ ≤ c)."""
 
     kind: str
     lam: float
@@ -85,25 +361,40 @@ class ConvexModel:
     bound: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if self.kind not in LOSSES:
             raise ValueError(f"unknown convex model kind {self.kind!r}; expected one of {KINDS}")
         if not (np.isfinite(self.lam) and self.lam > 0):
             raise ValueError(f"lam must be a finite number > 0 (strict convexity), got {self.lam}")
-        if self.kind == "ridge":
+        if self.loss.real_targets:
             if self.classes == 1 or self.classes < 0:
-                raise ValueError(f"ridge needs classes = 0 (real targets) or >= 2, got {self.classes}")
+                raise ValueError(f"{self.kind} needs classes = 0 (real targets) or >= 2, got {self.classes}")
         elif self.classes < 2:
             raise ValueError(f"{self.kind} needs classes >= 2, got {self.classes}")
         if self.constraint not in CONSTRAINTS:
-            raise ValueError(f"unknown constraint {self.constraint!r}; expected one of {CONSTRAINTS}")
-        if self.constraint is not None and self.kind != "ridge":
+            raise ValueError(f"unknown constraint {self.constraint!r}; expected one of {tuple(CONSTRAINTS)}")
+        if self.constraint is not None and not self.loss.constrainable:
             raise ValueError(f"constraints are only supported for ridge, not {self.kind}")
         if not (np.isfinite(self.bound) and self.bound > 0):
             raise ValueError(f"bound must be a finite number > 0, got {self.bound}")
 
+    @classmethod
+    def of_train(cls, train: Any, classes: int) -> ConvexModel:
+        """The model of a ``train: convex`` spec (its loss picked by (loss, penalty)) for ``classes`` (0: real targets)."""
+        loss = next(loss for loss in LOSSES.values() if loss.spec == (train.loss, train.penalty))
+        return cls(loss.name, train.lam, classes, SPEC_CONSTRAINTS[train.constraint], train.box)
+
+    @property
+    def loss(self) -> ConvexLoss:
+        return LOSSES[self.kind]
+
+    @property
+    def pins(self) -> Pins:
+        """The pinned-coordinate rule: the constraint's, or the penalty's (L1) when unconstrained."""
+        return CONSTRAINTS[self.constraint] if self.constraint is not None else self.loss.pins
+
     @property
     def multinomial(self) -> bool:
-        return self.kind.startswith("logistic") and self.classes > 2
+        return self.loss.gauge(self.classes)
 
 
 @dataclass(frozen=True)
@@ -147,31 +438,13 @@ class HyperGradient(NamedTuple):
 
 
 def targets(model: ConvexModel, Y: np.ndarray) -> np.ndarray:
-    """The (n, m) target matrix T the objective uses: binary logistic t = y ∈ [0, 1]; multinomial and ridge
-    classification one-hot of integer labels (n,) or soft labels (n, K) as given; SVM t = 2y − 1 (one-vs-rest
-    for K > 2); ridge regression Y as a column matrix."""
+    """The (n, m) target matrix T the objective uses (:meth:`ConvexLoss.targets`): binary logistic t = y ∈ [0, 1];
+    multinomial and ridge classification one-hot of integer labels (n,) or soft labels (n, K) as given; SVM
+    t = 2y − 1 (one-vs-rest for K > 2); ridge regression Y as a column matrix."""
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim not in (1, 2) or not np.all(np.isfinite(Y)):
         raise ValueError(f"Y must be a finite 1-D or 2-D array, got shape {Y.shape}")
-    K = model.classes
-    if model.kind == "ridge" and K == 0:
-        return Y[:, None] if Y.ndim == 1 else Y
-    if model.kind == "svm" or (Y.ndim == 1 and K > 2) or (model.kind == "ridge" and Y.ndim == 1):
-        if Y.ndim != 1 or np.any(Y != np.round(Y)) or Y.min(initial=0) < 0 or Y.max(initial=0) >= K:
-            raise ValueError(f"{model.kind} needs integer labels in [0, {K}) of shape (n,), got shape {Y.shape}")
-        onehot = np.eye(K)[Y.astype(int)]
-        if model.kind == "svm":
-            return 2.0 * (onehot[:, 1:] if K == 2 else onehot) - 1.0
-        return onehot
-    if model.kind.startswith("logistic") and K == 2:
-        if Y.ndim != 1 or Y.min(initial=0) < 0 or Y.max(initial=0) > 1:
-            raise ValueError(f"binary logistic needs labels in [0, 1] of shape (n,), got shape {Y.shape}")
-        return Y[:, None]
-    if Y.shape[1] != K:
-        raise ValueError(f"soft labels must have shape (n, {K}), got {Y.shape}")
-    if model.kind.startswith("logistic") and Y.min() < 0:
-        raise ValueError("soft labels of a logistic model must be >= 0")
-    return Y
+    return model.loss.targets(Y, model.classes)
 
 
 def _prepare(model: ConvexModel, X: np.ndarray, Y: np.ndarray,
@@ -212,24 +485,10 @@ def solve(model: ConvexModel, X: np.ndarray, Y: np.ndarray, weights: np.ndarray 
     A = np.repeat(a[:, None], m, axis=1)
     W, b = cp.Variable((d, m)), cp.Variable(m)
     Z = X @ W + np.ones((n, 1)) @ cp.reshape(b, (1, m), order="C")
-    constraints = []
-    if model.kind.startswith("logistic"):
-        if model.multinomial:
-            fit = a @ (cp.multiply(T.sum(1), cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(T, Z), axis=1))
-            constraints.append(cp.sum(b) == 0)
-        else:
-            fit = a @ (cp.logistic(Z[:, 0]) - cp.multiply(T[:, 0], Z[:, 0]))
-        penalty = model.lam * cp.sum(cp.abs(W)) if model.kind == "logistic_l1" else model.lam / 2 * cp.sum_squares(W)
-    elif model.kind == "svm":
-        fit = cp.sum(cp.multiply(A, cp.pos(1 - cp.multiply(T, Z))))
-        penalty = model.lam / 2 * cp.sum_squares(W)
-    else:
-        fit = cp.sum(cp.multiply(A, cp.square(Z - T)))
-        penalty = model.lam * cp.sum_squares(W)
-        if model.constraint == "nonneg":
-            constraints.append(W >= 0)
-        elif model.constraint == "box":
-            constraints += [W <= model.bound, W >= -model.bound]
+    loss = model.loss
+    fit = loss.cvx_fit(Z, T, a, A, model.classes)
+    penalty = loss.cvx_penalty(W, model.lam)
+    constraints = ([cp.sum(b) == 0] if model.multinomial else []) + model.pins.cvx(model, W)
     problem = cp.Problem(cp.Minimize(fit + penalty), constraints)
     try:
         problem.solve(solver=solver, **{**(SOLVER_OPTIONS if solver == "CLARABEL" else {}), **options})
@@ -258,24 +517,11 @@ def predict(solution: Solution, X: np.ndarray) -> np.ndarray:
 def _fit(model: ConvexModel, Wt: torch.Tensor, X: torch.Tensor, T: torch.Tensor, a: torch.Tensor,
          keep: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_i a_i ℓ_i with W̃ = ``Wt``; for the SVM only the samples (i, k) where ``keep`` is 1 count."""
-    Z = X @ Wt[:-1] + Wt[-1]
-    if model.kind.startswith("logistic"):
-        if model.multinomial:
-            loss = T.sum(1) * torch.logsumexp(Z, 1) - (T * Z).sum(1)
-        else:
-            loss = F.softplus(Z[:, 0]) - T[:, 0] * Z[:, 0]
-    elif model.kind == "svm":
-        hinge = torch.relu(1 - T * Z)
-        loss = (hinge if keep is None else hinge * keep).sum(1)
-    else:
-        loss = ((Z - T) ** 2).sum(1)
-    return a @ loss
+    return a @ model.loss.fit(X @ Wt[:-1] + Wt[-1], T, model.classes, keep)
 
 
 def _penalty(model: ConvexModel, W: torch.Tensor) -> torch.Tensor:
-    if model.kind == "logistic_l1":
-        return model.lam * W.abs().sum()
-    return (model.lam if model.kind == "ridge" else model.lam / 2) * (W**2).sum()
+    return model.loss.penalty(W, model.lam)
 
 
 def _value(model: ConvexModel, X: np.ndarray, T: np.ndarray, w: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
@@ -313,13 +559,11 @@ def _local(model: ConvexModel, X: np.ndarray, T: np.ndarray, w: np.ndarray, solu
     free = np.ones((d + 1, m), dtype=bool)
     scale = max(1.0, float(np.abs(W).max(initial=0)))
     W = W.copy()
-    if model.kind == "logistic_l1" or model.constraint == "nonneg":
-        free[:-1] = (np.abs(W) if model.kind == "logistic_l1" else W) > tol * scale
-        W[~free[:-1]] = 0.0
-    elif model.constraint == "box":
-        free[:-1] = np.abs(W) < model.bound - tol * max(1.0, model.bound)
-        W[~free[:-1]] = np.sign(W[~free[:-1]]) * model.bound
-    margin = np.abs(T * (X @ W + b) - 1) <= tol if model.kind == "svm" else None
+    pinned_free = model.pins.free(model, W, tol, scale)
+    if pinned_free is not None:
+        free[:-1] = pinned_free
+        W[~pinned_free] = model.pins.value(model, W[~pinned_free])
+    margin = model.loss.margin(T, X @ W + b, tol)
     keep = None if margin is None else torch.as_tensor((~margin).astype(np.float64))
     margin_t = None if margin is None else torch.as_tensor(margin)
     Wt0 = torch.as_tensor(np.vstack([W, b[None]]))
@@ -349,19 +593,10 @@ def _local(model: ConvexModel, X: np.ndarray, T: np.ndarray, w: np.ndarray, solu
     # strict complementarity: multipliers of the pinned coordinates / margin samples strictly inside their range
     grad_fit = torch.func.grad(lambda Wt: _fit(model, Wt, Xt, Tt, at, keep))(Wt0)[:-1].numpy()
     pinned = ~free[:-1]
-    strict, dual = True, None
-    if model.kind == "logistic_l1":
-        strict = bool(np.all(np.abs(grad_fit[pinned]) < model.lam * (1 - tol)))
-    elif model.constraint == "nonneg":
-        strict = bool(np.all(grad_fit[pinned] > tol * model.lam))
-    elif model.constraint == "box":
-        strict = bool(np.all(-np.sign(W[pinned]) * grad_fit[pinned] > tol * model.lam))
-    elif margin is not None:
-        A = np.repeat((w / n)[:, None], m, axis=1)
-        dual = np.where(T * (X @ W + b) < 1, A, 0.0)
-        dual[margin] = -mu.numpy()
-        ratio = dual[margin] / A[margin]
-        strict = bool(np.all((ratio > tol) & (ratio < 1 - tol)))
+    strict = model.pins.strict(model, grad_fit[pinned], W[pinned], tol)
+    dual, strict_margin = (None, True) if margin is None else model.loss.duals(
+        T, X @ W + b, w / n, margin, mu.numpy(), tol)
+    strict = strict and strict_margin
     return _Local(free, margin, theta, full, f, g, mu, strict, dual)
 
 
@@ -429,7 +664,7 @@ def hypergradient(model: ConvexModel, X: np.ndarray, Y: np.ndarray, solution: So
     """dL/d(X, T, ω) for an outer loss L(W*, b*) with ∂L/∂W = ``grad_W``, ∂L/∂b = ``grad_b`` at ``solution``
     (the :func:`solve` output for the same X, Y, weights), by implicit differentiation of the KKT system of
     the local problem (module docstring). Warns if strict complementarity fails (the derivative is then
-    one-sided); raises ValueError if the KKT matrix is singular (the solution is not locally unique)."""
+    one-sided); raises :class:`SingularKKTError` if the KKT matrix is singular (the solution is not locally unique)."""
     X, T, w = _prepare(model, X, Y, weights)
     n, d = X.shape
     m = T.shape[1]
@@ -451,8 +686,8 @@ def hypergradient(model: ConvexModel, X: np.ndarray, Y: np.ndarray, solution: So
     try:
         vu = torch.linalg.solve(K, torch.cat([g_theta, g_theta.new_zeros(c)]))
     except torch.linalg.LinAlgError as error:
-        raise ValueError(f"the KKT matrix of the {model.kind} solution is singular: the solution is not locally "
-                         "unique (e.g. an SVM column with no margin sample), so it has no hypergradient") from error
+        raise SingularKKTError(f"the KKT matrix of the {model.kind} solution is singular: the solution is not locally "
+                               "unique (e.g. an SVM column with no margin sample), so it has no hypergradient") from error
     v, u = vu[: len(local.theta)], vu[len(local.theta):]
     for leaf in (Xt, Tt, wt):
         leaf.requires_grad_(True)
@@ -461,6 +696,6 @@ def hypergradient(model: ConvexModel, X: np.ndarray, Y: np.ndarray, solution: So
     s = v @ grad_lagrangian + u @ local.g(theta.detach(), Xt, Tt)
     dX, dT, dw = torch.autograd.grad(-s, (Xt, Tt, wt), allow_unused=True, materialize_grads=True)
     dY = None
-    if model.kind != "svm":
+    if not model.loss.hard_labels:
         dY = dT.numpy()[:, 0] if np.ndim(Y) == 1 and m == 1 else dT.numpy()
     return HyperGradient(dX.numpy(), dY, dw.numpy())

@@ -2,7 +2,9 @@
 
 After Chen, Huang & Weng (2024), "Provable and Efficient Dataset Distillation for Kernel Ridge
 Regression". A KRR model with feature map φ: R^d → R^p has weights W (k×p); a synthetic set is
-*exact* when KRR trained on it gives the same W. Everything here is numpy float64.
+*exact* when KRR trained on it gives the same W. Everything here is numpy float64 (the feature
+maps' :meth:`FeatureMap.torch` twins import torch when called). Y is any target matrix: one-hot class
+rows, or real-valued targets (regression).
 
 Conventions. The paper stores samples as columns (X ∈ R^{d×n}, Y ∈ R^{k×n}, φ(X) ∈ R^{p×n}); this
 module, like the rest of ddspec, stores them as ROWS:
@@ -39,10 +41,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.linalg as sla
+
+if TYPE_CHECKING:
+    import torch
 
 Branch = Literal["large", "small", "nearest"]
 
@@ -324,6 +329,10 @@ class FeatureMap(ABC):
     def inverse(self, F: np.ndarray) -> np.ndarray:
         """Some X (n×d) with φ(X) = F (n×p); raises :class:`KRRInfeasible` when F is out of range."""
 
+    @abstractmethod
+    def torch(self, X: torch.Tensor) -> torch.Tensor:
+        """φ on torch rows (n×d), equal to ``self(X)`` and differentiable w.r.t. X (torch imported on call)."""
+
 
 class LinearFeatures(FeatureMap):
     """φ(x) = x (p = d)."""
@@ -336,6 +345,9 @@ class LinearFeatures(FeatureMap):
 
     def inverse(self, F: np.ndarray) -> np.ndarray:
         return _as_matrix(F, "F").copy()
+
+    def torch(self, X: torch.Tensor) -> torch.Tensor:
+        return X
 
 
 class RandomFourierFeatures(FeatureMap):
@@ -373,6 +385,12 @@ class RandomFourierFeatures(FeatureMap):
                 f"scale the labels (distill_inputs does) to bring the targets into [−√(2/p), √(2/p)]"
             )
         return (np.arccos(np.clip(t, -1.0, 1.0)) - self.b) @ self._A_pinv.T
+
+    def torch(self, X: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        a, b = (torch.as_tensor(v, dtype=X.dtype, device=X.device) for v in (self.A, self.b))
+        return self.bound * torch.cos(X @ a.T + b)
 
 
 class LeakyReLUMLP(FeatureMap):
@@ -426,6 +444,15 @@ class LeakyReLUMLP(FeatureMap):
         h = _as_matrix(F, "F")
         for Pl, bl in zip(reversed(self._pinvs), reversed(self.biases)):
             h = (self._act_inv(h) - bl) @ Pl.T
+        return h
+
+    def torch(self, X: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        h = X
+        for w, b in zip(self.weights, self.biases):
+            h = torch.nn.functional.leaky_relu(h @ torch.as_tensor(w, dtype=X.dtype, device=X.device).T
+                                               + torch.as_tensor(b, dtype=X.dtype, device=X.device), self.slope)
         return h
 
 

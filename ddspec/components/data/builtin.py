@@ -1,4 +1,5 @@
-"""Datasets that ship with dependencies: scikit-learn digits and tabular sets, MNIST-1D.
+"""Datasets that ship with dependencies: scikit-learn digits and tabular sets (classification and the
+diabetes regression), MNIST-1D.
 
 Each builder imports its package on first call, so that loading one source never pays for another.
 """
@@ -12,12 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ddspec.components.data.files import to_dataset
+from ddspec.spec.data import TABULAR_REAL
 
 if TYPE_CHECKING:
     from ddspec.components.data.base import Dataset
     from ddspec.spec.data import DigitsData, Mnist1dData, TabularData
 
-#: digits: the first 1347 samples train, the last 450 test (DESIGN.md §6).
+#: digits: the first 1347 samples train, the last 450 test.
 DIGITS_TRAIN = 1347
 
 
@@ -54,27 +56,37 @@ def build_mnist1d(spec: Mnist1dData) -> Dataset:
     return to_dataset("mnist1d", _mnist1d())
 
 
-def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, test) indices: for each class c in order, its indices are permuted by one
+def split(strata: list[np.ndarray], test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) indices: each stratum's indices in turn are permuted by one
     ``default_rng(seed)`` and the first ``round(n_c * test_fraction)`` go to test, which gives the
     counts of :meth:`~ddspec.spec.data.TabularData.describe`."""
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for c in range(int(y.max()) + 1):
-        idx = rng.permutation(np.flatnonzero(y == c))
+    for rows in strata:
+        idx = rng.permutation(rows)
         n_test = round(len(idx) * test_fraction)
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def build_tabular(spec: TabularData) -> Dataset:
-    """A scikit-learn table, N x D, split by :func:`stratified_split` and standardized with the train
-    mean and std (a constant column is only centred)."""
-    from sklearn.datasets import load_breast_cancer, load_wine
+def standardize(v: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """(v − mean) / std with the mean and std of the ``train`` rows, per column (a constant column is only
+    centred)."""
+    mean, std = v[train].mean(axis=0), v[train].std(axis=0)
+    return (v - mean) / np.where(std > 0, std, 1.0)
 
-    loader = {"breast_cancer": load_breast_cancer, "wine": load_wine}[spec.name]
+
+def build_tabular(spec: TabularData) -> Dataset:
+    """A scikit-learn table, N x D, split by :func:`split` (classification: stratified by class; regression:
+    all rows one stratum) and standardized with the train mean and std; real-valued targets are standardized
+    the same way (y float32, N), so RMSE is in units of the target's training std and R² is unchanged."""
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+
+    loader = {"breast_cancer": load_breast_cancer, "wine": load_wine, "diabetes": load_diabetes}[spec.name]
     x, y = loader(return_X_y=True)
-    train, test = stratified_split(y, spec.test_fraction, spec.split_seed)
-    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-    return to_dataset(spec.name, _take((x - mean) / np.where(std > 0, std, 1.0), y, train, test))
+    real = spec.name in TABULAR_REAL
+    strata = [np.arange(len(y))] if real else [np.flatnonzero(y == c) for c in range(int(y.max()) + 1)]
+    train, test = split(strata, spec.test_fraction, spec.split_seed)
+    y = standardize(y, train) if real else y
+    return to_dataset(spec.name, _take(standardize(x, train), y, train, test), targets="real" if real else "classes")

@@ -1,6 +1,11 @@
 """Kernel ridge models: a feature map φ (numpy float64, :mod:`ddspec.components.closed_form.krr`) with weights W fitted
-in closed form, W = Y φ_λ(X)⁺; scores φ(x) Wᵀ, prediction argmax. :func:`torch_features` is the same φ in
-torch (differentiable, for KIP's gradient through the kernel solve)."""
+in closed form, W = Y φ_λ(X)⁺ for target rows Y (one-hot classes, or real values); scores φ(x) Wᵀ (the class
+prediction is their argmax). ``φ.torch`` is the same map in torch (differentiable, for KIP's gradient through the
+kernel solve).
+
+The builders of the :data:`~ddspec.registry.FEATURES` kinds (``model.features``) are here: each returns the
+:class:`~ddspec.components.closed_form.krr.FeatureMap` of its spec on d-dimensional inputs.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +17,28 @@ import torch
 from torch import nn
 
 from ddspec.components.closed_form import krr
+from ddspec.registry import FEATURES
 
 
-def feature_map(spec: Any, d: int) -> krr.FeatureMap:
-    """The :class:`~ddspec.components.closed_form.krr.FeatureMap` of a ``model.features`` spec on d-dimensional inputs."""
-    if spec.kind == "rff":
-        return krr.RandomFourierFeatures(d, spec.features, spec.bandwidth, spec.seed)
-    if spec.kind == "leaky_relu_mlp":
-        return krr.LeakyReLUMLP(d, spec.widths, spec.slope, spec.seed)
+def linear_features(spec: Any, d: int) -> krr.FeatureMap:
+    """φ(x) = x."""
     return krr.LinearFeatures(d)
 
 
-def torch_features(fm: krr.FeatureMap, x: torch.Tensor) -> torch.Tensor:
-    """φ(x) for rows x (n×d) in torch, matching ``fm(x)`` (differentiable w.r.t. x)."""
-    if isinstance(fm, krr.RandomFourierFeatures):
-        a, b = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (fm.A, fm.b))
-        return fm.bound * torch.cos(x @ a.T + b)
-    if isinstance(fm, krr.LeakyReLUMLP):
-        h = x
-        for w, b in zip(fm.weights, fm.biases):
-            h = nn.functional.leaky_relu(h @ torch.as_tensor(w, dtype=x.dtype, device=x.device).T
-                                         + torch.as_tensor(b, dtype=x.dtype, device=x.device), fm.slope)
-        return h
-    return x
+def random_fourier_features(spec: Any, d: int) -> krr.FeatureMap:
+    """φ(x) = √(2/p) cos(A x + b) with the spec's p, bandwidth and seed."""
+    return krr.RandomFourierFeatures(d, spec.features, spec.bandwidth, spec.seed)
+
+
+def leaky_relu_features(spec: Any, d: int) -> krr.FeatureMap:
+    """A random LeakyReLU network with the spec's widths, slope and seed."""
+    return krr.LeakyReLUMLP(d, spec.widths, spec.slope, spec.seed)
+
+
+def feature_map(spec: Any, d: int) -> krr.FeatureMap:
+    """The :class:`~ddspec.components.closed_form.krr.FeatureMap` of a ``model.features`` spec on d-dimensional
+    inputs (its registered builder)."""
+    return FEATURES.build(spec, d)
 
 
 def flat64(x: torch.Tensor) -> np.ndarray:
@@ -42,14 +46,17 @@ def flat64(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().reshape(len(x), -1).numpy()
 
 
-def target_rows(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Regression targets (n×k, differentiable): one-hot rows for class indices, the rows themselves otherwise."""
-    return torch.nn.functional.one_hot(y.long(), num_classes).to(dtype) if y.dim() == 1 else y.to(dtype)
+def target_rows(y: torch.Tensor, num_outputs: int, dtype: torch.dtype) -> torch.Tensor:
+    """Regression targets (n × k, differentiable): one-hot rows for int64 class indices, real values (n) as one
+    column, rows (n × k: soft labels or real targets) as they are."""
+    if y.dim() == 1 and not y.is_floating_point():
+        return torch.nn.functional.one_hot(y.long(), num_outputs).to(dtype)
+    return y.reshape(len(y), -1).to(dtype)
 
 
-def targets(y: torch.Tensor, num_classes: int) -> np.ndarray:
+def targets(y: torch.Tensor, num_outputs: int) -> np.ndarray:
     """:func:`target_rows` as float64 numpy."""
-    return target_rows(y.detach().cpu(), num_classes, torch.float64).numpy()
+    return target_rows(y.detach().cpu(), num_outputs, torch.float64).numpy()
 
 
 def kernel_ridge_solve(phi: torch.Tensor, y: torch.Tensor, lam: float, relative: bool = False) -> torch.Tensor:
@@ -64,19 +71,19 @@ def kernel_ridge_solve(phi: torch.Tensor, y: torch.Tensor, lam: float, relative:
 
 
 class KernelRidge(nn.Module):
-    """f(x) = W φ(flatten(x)); :meth:`fit` solves W = Y φ_λ(X)⁺ exactly (float64)."""
+    """f(x) = W φ(flatten(x)) with k = ``num_outputs`` outputs; :meth:`fit` solves W = Y φ_λ(X)⁺ exactly (float64)."""
 
-    def __init__(self, fm: krr.FeatureMap, num_classes: int) -> None:
+    def __init__(self, fm: krr.FeatureMap, num_outputs: int) -> None:
         super().__init__()
         self.fm = fm
-        self.num_classes = num_classes
+        self.num_outputs = num_outputs
         self.W: np.ndarray | None = None
 
     def features(self, x: torch.Tensor) -> np.ndarray:
         return self.fm(flat64(x))
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, lam: float) -> KernelRidge:
-        self.W = krr.fit_krr(self.features(x), targets(y, self.num_classes), lam)
+        self.W = krr.fit_krr(self.features(x), targets(y, self.num_outputs), lam)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +92,6 @@ class KernelRidge(nn.Module):
         return torch.from_numpy(self.features(x) @ self.W.T).to(x.device)
 
 
-def build_kernel_ridge(spec: Any, input_shape: tuple[int, ...], num_classes: int) -> KernelRidge:
+def build_kernel_ridge(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> KernelRidge:
     """An unfitted :class:`KernelRidge` with the spec's feature map on flattened inputs."""
-    return KernelRidge(feature_map(spec.features, math.prod(input_shape)), num_classes)
+    return KernelRidge(feature_map(spec.features, math.prod(input_shape)), num_outputs)

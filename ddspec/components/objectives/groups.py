@@ -10,15 +10,23 @@ unused, which the group CVaR skips as empty groups).
   k-means centres of those points (:func:`synthetic_centres`).
 - :func:`kmeans_groups`: k-means clusters of each class's real training inputs, fitted once.
 - :func:`attribute_groups`: the data's own group labels, within each class.
+
+The ``risk.groups`` kinds (:mod:`ddspec.spec.risk`, registry :data:`ddspec.registry.GROUPS`) build a
+:class:`GroupAssigner` with ``GROUPS.build(spec, data)``: :class:`FixedGroups` computed once (capability
+``fixed``: kmeans, attribute) or :class:`NearestSyntheticAssigner`, assigned on the fly against the current
+synthetic set (and network).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from ddspec.errors import SpecError
 
 
 def nearest_ids(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -66,25 +74,6 @@ def nearest_synthetic_groups(
     return ids, len(synthetic) * per_class
 
 
-def real_row_groups(
-    spec: Any, data: Any, rows: torch.Tensor, fixed: tuple[torch.Tensor | None, int], synthetic: torch.Tensor,
-    synthetic_labels: torch.Tensor, net: torch.nn.Module,
-) -> tuple[torch.Tensor, int]:
-    """(group ids, num_groups) of the real training samples ``rows`` under ``risk.groups`` ``spec``: the fixed
-    groups (``fixed`` = :func:`fixed_groups`) when there are any, else :func:`nearest_synthetic_groups` of the
-    un-augmented inputs, or of their embeddings by ``net`` (no gradient) for ``space: embedding``;
-    ``synthetic_labels`` are the class indices of ``synthetic``."""
-    sample_groups, num_groups = fixed
-    if sample_groups is not None:
-        return sample_groups[rows], num_groups
-    real, syn = data.x_train[rows], synthetic.detach()
-    if spec.space == "embedding":
-        with torch.no_grad():
-            real, syn = net.embed(real), net.embed(syn)
-    per_class = [syn[synthetic_labels == c] for c in range(data.num_classes)]
-    return nearest_synthetic_groups(real, data.y_train[rows], per_class, spec.max_per_class)
-
-
 def kmeans_groups(x: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int, seed: int) -> tuple[torch.Tensor, int]:
     """(group ids, num_groups): k-means with k clusters of each class's inputs (flattened; scikit-learn KMeans,
     ``random_state=seed``, default inits), fitted once; the sample of class c in cluster j gets c·k + j."""
@@ -116,20 +105,80 @@ def attribute_groups(labels: torch.Tensor, attributes: torch.Tensor, num_classes
     return labels.long() * a + attributes.long(), num_classes * a
 
 
-def fixed_groups(problem: Any, data: Any) -> tuple[torch.Tensor | None, int]:
-    """(group id of every real training sample, num_groups) for risk ``group_cvar`` with ``kmeans`` (fitted here,
-    once) or ``attribute`` groups; (None, 0) otherwise (risk not group_cvar, or groups by nearest synthetic point)."""
-    from ddspec.errors import SpecError
+class GroupAssigner:
+    """Gives real training rows their group ids (global: ``num_groups`` ids, a group never mixes classes)."""
 
-    risk = problem.risk
-    if risk.kind != "group_cvar" or risk.groups.kind == "nearest_synthetic":
-        return None, 0
-    if risk.groups.kind == "kmeans":
-        return kmeans_groups(data.x_train, data.y_train, data.num_classes, risk.groups.k, risk.groups.seed)
+    def of_rows(self, data: Any, rows: torch.Tensor, synthetic: torch.Tensor, synthetic_labels: torch.Tensor,
+                net: torch.nn.Module) -> tuple[torch.Tensor, int]:
+        """(group ids, num_groups) of the real training rows ``rows`` of any classes; ``synthetic`` (inputs, class
+        indices ``synthetic_labels``) and the current network ``net`` serve groups assigned on the fly."""
+        raise NotImplementedError
+
+    def in_class(self, data: Any, rows: torch.Tensor, real: torch.Tensor, syn: torch.Tensor,
+                 syn_inputs: torch.Tensor) -> torch.Tensor:
+        """Group ids of the real rows ``rows`` of one class (only their equality matters): ``real`` / ``syn`` are the
+        features a class distance compares, ``syn_inputs`` the class's synthetic inputs."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FixedGroups(GroupAssigner):
+    """Groups computed once: ``ids[i]`` is the group of training row i."""
+
+    ids: torch.Tensor
+    num_groups: int
+
+    def of_rows(self, data: Any, rows: torch.Tensor, synthetic: torch.Tensor, synthetic_labels: torch.Tensor,
+                net: torch.nn.Module) -> tuple[torch.Tensor, int]:
+        return self.ids[rows], self.num_groups
+
+    def in_class(self, data: Any, rows: torch.Tensor, real: torch.Tensor, syn: torch.Tensor,
+                 syn_inputs: torch.Tensor) -> torch.Tensor:
+        return self.ids[rows]
+
+
+@dataclass(frozen=True)
+class NearestSyntheticAssigner(GroupAssigner):
+    """Each real row's nearest synthetic point (or k-means centre, :func:`synthetic_centres`) of its class, in
+    ``space`` ``input`` (un-augmented inputs) or ``embedding`` (the network's embedding, no gradient)."""
+
+    space: str
+    max_per_class: int
+
+    def of_rows(self, data: Any, rows: torch.Tensor, synthetic: torch.Tensor, synthetic_labels: torch.Tensor,
+                net: torch.nn.Module) -> tuple[torch.Tensor, int]:
+        """:func:`nearest_synthetic_groups` of the rows' inputs, or of their embeddings by ``net``."""
+        real, syn = data.x_train[rows], synthetic.detach()
+        if self.space == "embedding":
+            with torch.no_grad():
+                real, syn = net.embed(real), net.embed(syn)
+        per_class = [syn[synthetic_labels == c] for c in range(data.num_classes)]
+        return nearest_synthetic_groups(real, data.y_train[rows], per_class, self.max_per_class)
+
+    def in_class(self, data: Any, rows: torch.Tensor, real: torch.Tensor, syn: torch.Tensor,
+                 syn_inputs: torch.Tensor) -> torch.Tensor:
+        """The nearest of the compared features (embedding space, no extra forward pass) or of the inputs."""
+        if self.space == "input":
+            real, syn = data.x_train[rows], syn_inputs
+        return nearest_ids(real, synthetic_centres(syn, self.max_per_class))
+
+
+def build_nearest_synthetic(spec: Any, data: Any) -> NearestSyntheticAssigner:
+    return NearestSyntheticAssigner(spec.space, spec.max_per_class)
+
+
+def build_kmeans(spec: Any, data: Any) -> FixedGroups:
+    """:func:`kmeans_groups` of the training inputs, fitted here, once."""
+    return FixedGroups(*kmeans_groups(data.x_train, data.y_train, data.num_classes, spec.k, spec.seed))
+
+
+def build_attribute(spec: Any, data: Any) -> FixedGroups:
+    """:func:`attribute_groups` of the data's group labels (SpecError ``GROUPS_MISSING`` when it has none)."""
     if data.groups_train is None:
         raise SpecError.one(
             "GROUPS_MISSING", "risk.groups",
-            f"risk.groups `attribute` needs the data's group labels, which data `{problem.data.kind}` does not provide",
-            "use a data kind with groups (e.g. digits_shift), or risk.groups: {kind: nearest_synthetic} or {kind: kmeans}",
+            f"risk.groups `attribute` needs the data's group labels, which data `{data.name}` does not provide",
+            "use a data kind with groups (e.g. digits_shift), or risk.groups: {kind: nearest_synthetic} or "
+            "{kind: kmeans}",
         )
-    return attribute_groups(data.y_train, data.groups_train, data.num_classes)
+    return FixedGroups(*attribute_groups(data.y_train, data.groups_train, data.num_classes))

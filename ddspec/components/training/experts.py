@@ -1,5 +1,6 @@
 """Models trained on the real data once per run and cached in the run directory: the teacher of the
-``predictions`` task and the expert trajectories of ``trajectory`` matching.
+``predictions`` task and the expert trajectories of ``trajectory`` matching (:class:`ExpertTrajectories`, what
+the distance's builder returns: each scenario starts a student at an expert checkpoint).
 
 Each is trained from its own seed inside ``torch.random.fork_rng``, so the run's global RNG is left
 as it was; the cache (safetensors, written atomically) records the seconds its training took, so a
@@ -9,6 +10,7 @@ resumed run reports the same preparation time without retraining.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,37 @@ def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float
             for n, p in zip(names, ps)}
     _save(path, flat, seconds)
     return trajectories, seconds
+
+
+Tensors = list[torch.Tensor]
+
+
+def trajectory_loss(start: Tensors, target: Tensors) -> Callable[[Tensors], torch.Tensor]:
+    """ℓ(θ) = ‖θ − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖² (sums over all parameter tensors)."""
+    norm = sum(((s - t) ** 2).sum() for s, t in zip(start, target))
+    return lambda params: sum(((p - t) ** 2).sum() for p, t in zip(params, target)) / norm
+
+
+@dataclass(frozen=True)
+class ExpertTrajectories:
+    """Distance ``trajectory`` built: θ*[e][t], expert e's parameters after epoch t, and the seconds training them
+    took (as the cache recorded them, when loaded)."""
+
+    spec: Any
+    trajectories: list[list[Tensors]]
+    prepare_seconds: float
+
+    def draw(self, generator: torch.Generator) -> tuple[Callable[[Tensors], torch.Tensor], Tensors]:
+        """(ℓ, θ*_t) of one scenario: expert e uniform, start epoch t uniform in [0, min(max_start_epoch,
+        expert_epochs − M)], ℓ = :func:`trajectory_loss` towards θ*_{t+M}."""
+        d = self.spec
+        e = int(torch.randint(len(self.trajectories), (), generator=generator))
+        t = int(torch.randint(min(d.max_start_epoch, d.expert_epochs - d.expert_span) + 1, (), generator=generator))
+        start, target = self.trajectories[e][t], self.trajectories[e][t + d.expert_span]
+        return trajectory_loss(start, target), start
+
+
+def trajectory(spec: Any, ctx: Any) -> ExpertTrajectories:
+    """The builder of distance ``trajectory``: the experts of :func:`expert_trajectories` (trained or loaded)."""
+    trajectories, seconds = expert_trajectories(ctx)
+    return ExpertTrajectories(spec, trajectories, seconds)

@@ -14,12 +14,16 @@ from ddspec.components.training.optimizers import make_optimizer
 
 Augmenter = Callable[[torch.Tensor, int], torch.Tensor]
 EpochHook = Callable[[int, nn.Module], None]
+#: ``loss(outputs, y) -> scalar``: the mean loss of a batch (e.g. ``Dataset.targets.loss``).
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Any, order: torch.Generator,
-        augment: Augmenter | None = None, on_epoch: EpochHook | None = None) -> nn.Module:
-    """Minimize (1/|B|) Σ_{i∈B} CE(model(aug(x_i)), y_i) over batches shuffled by ``order`` for
-    ``recipe.epochs`` epochs (lr × 0.1 from epoch ⌊epochs/2⌋ if ``recipe.lr_drop_at_half``); one
+        augment: Augmenter | None = None, on_epoch: EpochHook | None = None, loss: Loss = F.cross_entropy
+        ) -> nn.Module:
+    """Minimize (1/|B|) Σ_{i∈B} ℓ(model(aug(x_i)), y_i) over batches shuffled by ``order`` for
+    ``recipe.epochs`` epochs (lr × 0.1 from epoch ⌊epochs/2⌋ if ``recipe.lr_drop_at_half``), ℓ = ``loss``:
+    cross-entropy by default, ``Dataset.targets.loss`` where the targets may be real values; one
     augmentation draw per batch, its seed drawn from ``order``. ``on_epoch(e, model)`` runs after
     each epoch e = 1..epochs. Returns the final model in eval mode."""
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
@@ -34,9 +38,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Any, order: 
             inputs = x[batch]
             if augment is not None:
                 inputs = augment(inputs, int(torch.randint(2**31, (), generator=order)))
-            loss = F.cross_entropy(model(inputs), y[batch])
+            value = loss(model(inputs), y[batch])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
         if on_epoch is not None:
             on_epoch(epoch + 1, model)

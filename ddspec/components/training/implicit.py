@@ -1,6 +1,7 @@
 """Implicit-function-theorem hypergradients: memory independent of the number of inner steps.
 
-At a stationary point θ* of the inner objective L_train(θ, D̂) = CE(f_θ(x), y) + (λ/2)‖θ‖²
+At a stationary point θ* of the inner objective L_train(θ, D̂) = ℓ(f_θ(x), y) + (λ/2)‖θ‖² (ℓ: the batch mean
+of the targets' loss, cross-entropy or squared error)
 (∇θ L_train(θ*, D̂) = 0), the implicit function theorem gives dθ*/dD̂ = −H⁻¹ ∂²L_train/∂θ∂D̂ with
 H = ∇²θ L_train(θ*, D̂), so for an outer loss L(θ*):
 
@@ -14,11 +15,21 @@ or enough damping δ) or from the Neumann series v ≈ α Σ_{j<J} (I − α(H +
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ddspec.components.training.unroll import InnerData, InnerRecipe, Outer, Tensors, grads_or_zeros, train_loss, unroll
+from ddspec.components.training.unroll import (
+    Hypergradient,
+    InnerData,
+    InnerRecipe,
+    Outer,
+    Tensors,
+    grads_or_zeros,
+    train_loss,
+    unroll,
+)
 
 LinearMap = Callable[[Tensors], Tensors]
 
@@ -60,7 +71,7 @@ def stationarity(model: nn.Module, names: Sequence[str], params: Tensors, data: 
                  differentiable: bool) -> Tensors:
     """∇θ L_train(θ, D̂) on the whole synthetic set, with a graph (for HVPs and the mixed term)."""
     x, t = (data.x, data.targets) if differentiable else (data.x.detach(), data.targets.detach())
-    grads = torch.autograd.grad(train_loss(model, names, params, x, t), params, create_graph=True)
+    grads = torch.autograd.grad(train_loss(model, names, params, x, t, data.loss), params, create_graph=True)
     return [g + recipe.weight_decay * p for g, p in zip(grads, params)]
 
 
@@ -86,3 +97,10 @@ def implicit_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRecip
         v = conjugate_gradient(hessian_vector, g_out, iterations)
     mixed = _dot(stationarity(model, names, params, data, recipe, differentiable=True), [vi.detach() for vi in v])
     return float(loss.detach()), [-g for g in grads_or_zeros(mixed, data.leaves())]
+
+
+def implicit(spec: Any, recipe: InnerRecipe) -> Hypergradient:
+    """The builder of hypergradient ``implicit``: :func:`implicit_hypergradient` with the spec's solver, iterations,
+    damping δ and Neumann step α."""
+    return lambda model, data, outer, params0: implicit_hypergradient(
+        model, data, recipe, outer, spec.solver, spec.iterations, spec.damping, spec.neumann_step, params0)

@@ -12,13 +12,12 @@ from collections.abc import Iterable
 import torch
 
 
-def apply_schedule(optimizer: torch.optim.Optimizer, schedule: str, iteration: int, total: int) -> None:
-    """Set each param group's lr for ``iteration`` (0-based) of ``total``: its initial lr times 1 (``constant``)
-    or ½(1 + cos(π·iteration/total)) (``cosine``). The initial lr is kept in the group (``initial_lr``), so the
-    schedule survives a checkpoint round trip."""
-    factor = 1.0 if schedule == "constant" else 0.5 * (1.0 + math.cos(math.pi * iteration / total))
-    for group in optimizer.param_groups:
-        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """torch's ``LambdaLR`` giving iteration t (0-based) of ``total`` the lr initial_lr · 1 (``constant``) or
+    initial_lr · ½(1 + cos(π t/total)) (``cosine``); step it after each iteration (its ``state_dict`` holds t)."""
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total)))
 
 
 def make_optimizer(kind: str, params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float

@@ -18,6 +18,7 @@ approximation of FRePo for the body. The inner lrs receive no gradient.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from torch.func import functional_call
 
 from ddspec.components.models.kernel import kernel_ridge_solve, target_rows
 from ddspec.components.training.unroll import (
+    Hypergradient,
     InnerData,
     InnerRecipe,
     Outer,
@@ -57,3 +59,9 @@ def ridge_head_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRec
     head = dict(zip(HEAD, (weight, bias)))
     loss = outer([head.get(n, p.detach()) for n, p in zip(names, params)])
     return float(loss.detach()), grads_or_zeros(loss, data.leaves())
+
+
+def ridge_head_builder(spec: Any, recipe: InnerRecipe) -> Hypergradient:
+    """The builder of hypergradient ``ridge_head``: :func:`ridge_head_hypergradient` with the spec's λ and s."""
+    return lambda model, data, outer, params0: ridge_head_hypergradient(model, data, recipe, outer, spec.ridge,
+                                                                        spec.target_scale, params0)

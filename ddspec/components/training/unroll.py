@@ -3,12 +3,13 @@
 The inner procedure O is K steps on the synthetic set D̂ = (x, y), written as a pure function of the
 parameters θ, the optimizer buffers, D̂ and the per-step learning rates η_k (PyTorch's conventions):
 
-    g_k  = ∇θ CE(f_θk(x_Bk), y_Bk) + λ θ_k                    (λ: weight decay, B_k: step k's batch)
+    g_k  = ∇θ ℓ(f_θk(x_Bk), y_Bk) + λ θ_k                     (λ: weight decay, B_k: step k's batch)
     SGD  b_{k+1} = μ b_k + g_k,           θ_{k+1} = θ_k − η_k b_{k+1}
     Adam m ← β1 m + (1−β1) g,  v ← β2 v + (1−β2) g²,  θ ← θ − η_k √(1−β2^{k+1})/(1−β1^{k+1}) · m/(√v + ε)
 
 (Adam in the form of Kingma & Ba's Algorithm 1 with ε added to √v, as ``higher`` implements it; the
-derivative of √v is taken as 0 where v = 0.)
+derivative of √v is taken as 0 where v = 0.) ℓ is the batch mean of the targets' loss (:attr:`InnerData.loss`):
+cross-entropy for classes, squared error ‖f(x) − y‖² for real-valued targets.
 
 The hypergradient of an outer loss L(θ_K) with respect to (x, y, η) is computed by one of:
 
@@ -16,7 +17,11 @@ The hypergradient of an outer loss L(θ_K) with respect to (x, y, η) is compute
   steps, so the whole unroll is one graph;
 - :func:`unroll_higher` (engine ``higher``): ``higher.innerloop_ctx`` over the same steps;
 - :func:`checkpointed_hypergradient`: the same numbers with the state kept only every S steps; each
-  segment is recomputed in the backward pass and its vector-Jacobian product taken there.
+  segment is recomputed in the backward pass and its vector-Jacobian product taken there. (Written by
+  hand: ``torch.utils.checkpoint`` does not fit an unroll whose segments take gradients themselves — the
+  non-reentrant form unpacks the checkpointed tensors during the forward's own ``autograd.grad`` and so
+  recomputes and keeps them, the reentrant form forbids ``autograd.grad``; both were slower and used more
+  memory than this, see ``docs/backends/bilevel.md``.)
 
 Truncation (``track_from = K − T``) runs the first K − T steps without a graph: D̂ influences θ_K only
 through the last T steps (a biased, cheaper hypergradient).
@@ -36,6 +41,8 @@ from torch import nn
 from torch.func import functional_call
 
 Tensors = list[torch.Tensor]
+#: ℓ(outputs, targets) averaged over the batch.
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: Adam's constants (PyTorch's and higher's defaults).
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -59,13 +66,15 @@ class InnerRecipe:
 
 @dataclass
 class InnerData:
-    """What the unroll trains on: inputs ``x``, targets (int64 classes or N x K probabilities), the
-    per-step learning rates ``lrs`` (K), and each step's batch indices (None = the whole set)."""
+    """What the unroll trains on: inputs ``x``, targets (int64 classes, N x K probabilities or real values),
+    the per-step learning rates ``lrs`` (K), each step's batch indices (None = the whole set), and the
+    batch-mean ``loss`` ℓ (cross-entropy; ``Dataset.targets.loss`` for the data's kind of targets)."""
 
     x: torch.Tensor
     targets: torch.Tensor
     lrs: torch.Tensor
     batches: Sequence[torch.Tensor | None]
+    loss: Loss = F.cross_entropy
 
     def batch(self, k: int, differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x, t = (self.x, self.targets) if differentiable else (self.x.detach(), self.targets.detach())
@@ -81,9 +90,9 @@ class InnerData:
 
 
 def train_loss(model: nn.Module, names: Sequence[str], params: Sequence[torch.Tensor], x: torch.Tensor,
-               targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of f_θ(x) against class indices or probability rows."""
-    return F.cross_entropy(functional_call(model, dict(zip(names, params)), (x,)), targets)
+               targets: torch.Tensor, loss: Loss = F.cross_entropy) -> torch.Tensor:
+    """The batch mean of ℓ(f_θ(x), targets) (``loss``: cross-entropy unless the data's targets say otherwise)."""
+    return loss(functional_call(model, dict(zip(names, params)), (x,)), targets)
 
 
 def init_buffers(recipe: InnerRecipe, params: Sequence[torch.Tensor]) -> Tensors:
@@ -125,7 +134,7 @@ def run_steps(model: nn.Module, names: Sequence[str], params: Tensors, buffers: 
             params = [p.detach().requires_grad_(True) for p in params]
             buffers = [b.detach() for b in buffers]
         x, t = data.batch(k, differentiable)
-        loss = train_loss(model, names, params, x, t)
+        loss = train_loss(model, names, params, x, t, data.loss)
         grads = torch.autograd.grad(loss, params, create_graph=differentiable)
         params, buffers = inner_step(recipe, params, buffers, grads, data.lr(k, differentiable), k)
     if not differentiable:
@@ -170,7 +179,7 @@ def unroll_higher(model: nn.Module, data: InnerData, recipe: InnerRecipe, track_
                 _cut(fmodel, diffopt)
             tracked = k >= track_from
             x, t = data.batch(k, tracked)
-            diffopt.step(F.cross_entropy(fmodel(x), t), override={"lr": [data.lr(k, tracked)]})
+            diffopt.step(data.loss(fmodel(x), t), override={"lr": [data.lr(k, tracked)]})
         return list(fmodel.parameters())
 
 
@@ -245,3 +254,18 @@ def checkpointed_hypergradient(model: nn.Module, data: InnerData, recipe: InnerR
         adjoint = grads[: len(p0) + len(b0)]
         total = [t + g for t, g in zip(total, grads[len(p0) + len(b0):])]
     return float(loss.detach()), total
+
+
+#: (model, D̂ as the unroll sees it, outer loss L, θ_0 or None: the model's own) → (L(θ_K), dL/d data.leaves()).
+Hypergradient = Callable[[nn.Module, InnerData, Outer, Sequence[torch.Tensor] | None], tuple[float, Tensors]]
+
+
+def unrolled(spec: Any, recipe: InnerRecipe) -> Hypergradient:
+    """The builder of hypergradient ``unrolled``: (model, data, outer, θ_0) → (L(θ_K), dL/dD̂) through the last
+    ``spec.truncate`` steps (all by default), with segment checkpointing when ``spec.checkpoint_every`` is set."""
+    track_from = max(recipe.steps - spec.truncate, 0) if spec.truncate else 0
+    if spec.checkpoint_every:
+        return lambda model, data, outer, params0: checkpointed_hypergradient(
+            model, data, recipe, outer, spec.checkpoint_every, track_from, params0)
+    return lambda model, data, outer, params0: unrolled_hypergradient(
+        model, data, recipe, outer, spec.engine, track_from, params0)
