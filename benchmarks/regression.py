@@ -43,7 +43,7 @@ def main() -> None:
         rows.append({"method": "exact KRR (closed form)", "rows": n, "seconds": metrics["distill_seconds"],
                      **{m: metrics[m] for m in METRICS}, "w_rel_error": metrics["w_rel_error"]})
         rows += baseline_rows(metrics, n, "ridge")
-        metrics, result = run_spec(EXAMPLES / "diabetes_bilevel.yaml", [], Path(tmp) / "bilevel")
+        metrics, result = run_spec(EXAMPLES / "diabetes_bilevel.yaml", [], Path(tmp))
         rows.append({"method": "bilevel (MLP)", "rows": len(result.x), "seconds": metrics["distill_seconds"],
                      **{m: metrics[m] for m in METRICS}, "w_rel_error": None})
         rows += baseline_rows(metrics, len(result.x), "MLP")
