@@ -148,7 +148,7 @@ def probe(engine: str, steps: int, repeats: int, device: str) -> dict:
 
     def step() -> float:
         start = time.perf_counter()
-        inner = InnerData(x, y, torch.full((steps,), 0.01, device=device), [None] * steps)
+        inner = InnerData(x, y, torch.full((steps,), 0.01, device=device), [None] * steps, data.targets.loss)
         _, grads = unrolled_hypergradient(model, inner, recipe, outer, engine)
         torch.autograd.backward(inner.leaves(), grads)
         if device == "cuda":
@@ -163,7 +163,7 @@ def probe(engine: str, steps: int, repeats: int, device: str) -> dict:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        inner = InnerData(x, y, torch.full((steps,), 0.01, device=device), [None] * steps)
+        inner = InnerData(x, y, torch.full((steps,), 0.01, device=device), [None] * steps, data.targets.loss)
         (unroll_higher if engine == "higher" else unroll)(model, inner, recipe)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -55,9 +55,9 @@ def measure(run: Path, inits: int, real: int, seed: int) -> dict:
         names = [n for n, _ in model.named_parameters()]
 
         def outer(params, model=model, names=names):
-            return train_loss(model, names, params, xr, yr)
+            return train_loss(model, names, params, xr, yr, data.targets.loss)
 
-        inner = InnerData(x, distilled["y"], lrs, [None] * t.steps)
+        inner = InnerData(x, distilled["y"], lrs, [None] * t.steps, data.targets.loss)
         loss, (g,) = unrolled_hypergradient(model, inner, recipe, outer)
         grads.append(g.flatten())
         losses.append(loss)

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 invalid spec, data or arguments (the message names the spec path and a fix,
 no traceback); 1 the run failed (divergence, a solver, I/O, interrupted — resumable with ``--resume``;
-an unexpected exception is reported as ``INTERNAL``). ``--debug`` adds the traceback.
+an unexpected exception is reported as ``INTERNAL``), or a plugin failed to load (``PLUGIN_FAILED``, any
+command). ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("dir", help="a run folder (the --out of `ddspec run`)")
         if name == "evaluate":
             p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                           help="override evaluate.* or runtime.* fields")
+                           help="override evaluate.* or runtime.* fields (not runtime.seed, which made the data)")
         p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     return parser
 

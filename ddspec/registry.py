@@ -112,11 +112,14 @@ class Registry:
             raise ValueError(f"{self.axis} kind {kind!r} is registered twice")
         doc = (spec_cls.__doc__ or "").strip().splitlines()
         self._entries[kind] = Entry(kind, spec_cls, builder, frozenset(capabilities), summary or (doc[0] if doc else ""))
+        _changed()
         return spec_cls
 
     def unregister(self, kind: str) -> Entry:
         """Remove ``kind`` (e.g. a kind a test registered); return its entry."""
-        return self._entries.pop(self[kind].kind)
+        entry = self._entries.pop(self[kind].kind)
+        _changed()
+        return entry
 
     def __getitem__(self, kind: str) -> Entry:
         try:
@@ -146,6 +149,21 @@ class Registry:
         if builder is None:
             raise TypeError(f"{self.axis} kind {spec.kind!r} has no builder")
         return builder(spec, *args, **kwargs)
+
+
+#: Called after every registration or removal of a kind (the spec layer refreshes its nested unions).
+_LISTENERS: list[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener()`` after every change of any registry; returns it (usable as a decorator)."""
+    _LISTENERS.append(listener)
+    return listener
+
+
+def _changed() -> None:
+    for listener in _LISTENERS:
+        listener()
 
 
 def _literal_kind(spec_cls: type) -> str:

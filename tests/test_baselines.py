@@ -135,3 +135,57 @@ def test_run_killed_during_baselines_resumes(tmp_path: Path, monkeypatch: pytest
     random = result.metrics["baselines"]["random"]
     assert saved["baselines"]["random"]["accuracy"]["values"] == random["accuracy"]["values"]
     assert 0.0 <= saved["baselines"]["random"]["accuracy"]["mean"] <= 1.0
+
+
+def test_full_baseline_cache_keys_on_the_data_contents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two specs naming `reg.npz` in two folders: the same data spec as written, different files, two entries."""
+    import numpy as np
+
+    from ddspec.components.data import load_dataset
+
+    monkeypatch.setenv("DDSPEC_CACHE", str(tmp_path / "cache"))
+    for folder, seed in (("a", 0), ("b", 1)):
+        (tmp_path / folder).mkdir()
+        x, y = _blobs(60, seed)
+        x_test, y_test = _blobs(30, seed + 10)
+        y_test = (y_test + seed) % 3  # b's test labels disagree with its training data: other figures
+        np.savez(tmp_path / folder / "reg.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=x_test.numpy(),
+                 y_test=y_test.numpy())
+    measured: list[str] = []
+    measure = Protocol.measure
+
+    def counting(self: Protocol, training: object, desc: str) -> object:
+        measured.append(desc)
+        return measure(self, training, desc)
+
+    monkeypatch.setattr(Protocol, "measure", counting)
+    spec = {"data": {"kind": "npz", "path": "reg.npz"}, "synthetic": {"per_class": 2}, "model": {"kind": "linear"},
+            "evaluate": {"epochs": 5, "lr": 0.1, "seeds": [0], "metrics": ["accuracy"], "baselines": ["full"]}}
+    figures = []
+    for folder in ("a", "b", "a"):
+        problem = ddspec.load(spec, base_dir=tmp_path / folder)
+        assert problem.data.model_dump() == ddspec.load(spec).data.model_dump()  # the spec as written is the same
+        figures.append(baselines.full_baseline(Protocol(problem, load_dataset(problem.data), "cpu", progress=False)))
+    assert measured == ["baseline full", "baseline full"]  # a, then b (another file), then a from the cache
+    assert figures[0] == figures[2] and figures[0] != figures[1]
+    assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 2
+
+
+def test_full_baseline_cache_key_holds_the_evaluation_augmentation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddspec.components.data import load_dataset
+
+    keys: list[dict] = []
+    monkeypatch.setattr(baselines, "cached", lambda key, compute: keys.append(key) or {})
+    spec = {"data": {"kind": "digits"}, "synthetic": {"per_class": 1}, "model": {"kind": "linear"},
+            "distance": {"kind": "feature_mean"}, "optimize": {"kind": "gradient"},
+            "evaluate": {"seeds": [0], "augment": True, "baselines": ["full"]}}
+    data = None
+    for noise in (0.05, 0.5):
+        problem = ddspec.load(spec, [f"optimize.augmentation.noise={noise}"])
+        data = data or load_dataset(problem.data)
+        baselines.full_baseline(Protocol(problem, data, "cpu", progress=False))
+    assert keys[0]["augmentation"]["noise"] == 0.05 and keys[1]["augmentation"]["noise"] == 0.5
+    assert keys[0]["data"] == keys[1]["data"] == baselines.data_digest(data)
+    problem = ddspec.load(spec, ["optimize.augmentation.noise=0.5", "evaluate.augment=false"])
+    baselines.full_baseline(Protocol(problem, data, "cpu", progress=False))
+    assert keys[2]["augmentation"] is None  # not used by the evaluation: not part of the key

@@ -199,6 +199,50 @@ def test_group_cvar_in_the_outer_loss(bilevel_spec, tmp_path, groups) -> None:
     assert rows[0]["loss"] > mean_rows[0]["loss"]  # mean + max over groups + CE exceeds the plain mean
 
 
+@pytest.mark.parametrize("groups", ["{kind: nearest_synthetic, space: input}", "{kind: kmeans, k: 2}"])
+def test_group_cvar_real_batch_comes_from_the_classes_with_synthetic_rows(bilevel_spec, tmp_path, groups) -> None:
+    """synthetic.total: 5 leaves 5 of digits' 10 classes without synthetic rows; a grouped risk's real batch is then
+    drawn from the 5 others only (nearest_synthetic could not group the rest), as matching does. Before, the run
+    ended in an internal error (class 5 has real samples but no synthetic points)."""
+    from ddspec.backends.bilevel.run import Learned, Objective
+    from ddspec.components.objectives.risks import group_cvar_risk
+    from ddspec.runtime.context import RunContext
+
+    overrides = ("synthetic={total: 5}", f"risk={{kind: group_cvar, alpha: 0.5, groups: {groups}}}")
+    result = run(bilevel_spec, tmp_path / "g", *overrides)
+    assert torch.isfinite(result.x).all() and result.y.tolist() == [0, 1, 2, 3, 4]
+    rows = json.loads((tmp_path / "g" / "history.json").read_text())["rows"]
+    assert len(rows) == 3 and all(r["loss"] > 0 for r in rows)
+
+    plan = compiled(bilevel_spec, *overrides)
+    ctx = RunContext(plan.problem, plan.analysis, DATA.build(plan.problem.data), torch.device("cpu"), tmp_path / "c",
+                     generator=torch.Generator().manual_seed(0))
+    learned = Learned.create(ctx)
+    objective = Objective(ctx, group_cvar_risk(plan.problem.risk), learned.synthetic.strata)
+    drawn = ctx.data.y_train[objective.real_rows()]
+    assert sorted(set(drawn.tolist())) == [0, 1, 2, 3, 4] and len(drawn) == 5 * 8
+
+
+def test_grouped_real_batch_draws_what_the_mean_draws_when_every_class_has_synthetic_rows(bilevel_spec,
+                                                                                          tmp_path) -> None:
+    """Every class with synthetic rows (every example): the grouped real batch is ctx.real_batch's, draw for draw."""
+    from ddspec.backends.bilevel.run import Learned, Objective
+    from ddspec.components.objectives.risks import group_cvar_risk
+    from ddspec.runtime.context import RunContext
+
+    plan = compiled(bilevel_spec, "risk={kind: group_cvar, groups: {kind: nearest_synthetic}}")
+    rows = []
+    for grouped in (True, False):
+        ctx = RunContext(plan.problem, plan.analysis, DATA.build(plan.problem.data), torch.device("cpu"), tmp_path,
+                         generator=torch.Generator().manual_seed(0))
+        learned = Learned.create(ctx)
+        if grouped:
+            rows.append(Objective(ctx, group_cvar_risk(plan.problem.risk), learned.synthetic.strata).real_rows())
+        else:
+            rows.append(ctx.real_batch(plan.problem.optimize.real_batch_per_class))
+    assert torch.equal(rows[0], rows[1])
+
+
 def test_group_cvar_with_attribute_groups_on_digits_shift(bilevel_spec, tmp_path) -> None:
     result = run(bilevel_spec, tmp_path / "a", "data={kind: digits_shift}",
                  "risk={kind: group_cvar, groups: {kind: attribute}}")

@@ -49,7 +49,8 @@ def test_the_documented_hypergradient_is_the_one_step_truncation(registered) -> 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     x = torch.randn(5, 3, requires_grad=True)
-    data = InnerData(x, torch.tensor([0, 1, 0, 1, 1]), torch.full((4,), 0.1), [None] * 4)
+    data = InnerData(x, torch.tensor([0, 1, 0, 1, 1]), torch.full((4,), 0.1), [None] * 4,
+                     torch.nn.functional.cross_entropy)
     recipe = InnerRecipe("sgd", 0.5, 0.0, 4)
     names = [n for n, _ in net.named_parameters()]
     xr, yr = torch.randn(8, 3), torch.randint(0, 2, (8,))

@@ -126,7 +126,6 @@ def test_regression_compiles_to_bilevel(diabetes_spec) -> None:
 
 @pytest.mark.parametrize(("overrides", "code"), [
     (["task={kind: predictions}"], "PREDICTIONS_NEED_CLASSES"),
-    (["task=null", "distance={kind: trajectory, expert_epochs: 4, max_start_epoch: 1}"], "TRAJECTORY_NEEDS_CLASSES"),
     (["optimize.hypergradient={kind: ridge_head}"], "RIDGE_HEAD_NEEDS_CLASSES"),
 ])
 def test_what_regression_cannot_take_is_refused_with_a_fix(diabetes_spec, overrides, code) -> None:
@@ -154,3 +153,70 @@ def test_regression_distills_real_valued_targets(diabetes_spec, tmp_path) -> Non
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     losses = [row["loss"] for row in history]
     assert sum(losses[-5:]) < 0.9 * sum(losses[:5])
+
+
+@pytest.mark.parametrize("task", ["test_error", None])
+def test_kl_on_real_targets_asks_to_remove_the_distance_not_for_predictions(diabetes_spec, task) -> None:
+    """`distance: kl` on regression data: task predictions is refused there too (PREDICTIONS_NEED_CLASSES), so the
+    fix is to drop the distance (and measure the test error), not to set task: predictions."""
+    with pytest.raises(WellPosednessError) as err:
+        ddspec.compile(ddspec.load({**diabetes_spec, "task": task and {"kind": task}, "distance": {"kind": "kl"}}))
+    finding = next(f for f in err.value.findings if f.code == "DISTANCE_NEEDS_TASK")
+    assert finding.path == "distance" and "real-valued targets" in finding.message
+    assert "remove `distance`" in finding.fix and "predictions" not in finding.fix
+    assert ("test_error" in finding.fix) == (task is None)
+
+
+def test_training_helpers_take_the_loss_explicitly() -> None:
+    """No cross-entropy default left: fit, InnerData and train_loss must be told the targets' loss."""
+    from ddspec.components.training.experts import Recipe
+    from ddspec.components.training.fit import fit
+    from ddspec.components.training.unroll import train_loss
+
+    net, x, y = nn.Linear(3, 1), torch.randn(6, 3), torch.randn(6)
+    with pytest.raises(TypeError, match="loss"):
+        fit(net, x, y, Recipe(1, 0.1, 0.0, 0.0, 3), torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="loss"):
+        InnerData(x, y, torch.full((1,), 0.1), [None])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="loss"):
+        train_loss(net, ["weight", "bias"], list(net.parameters()), x, y)  # type: ignore[call-arg]
+
+
+def test_trajectory_matching_runs_on_real_valued_targets(diabetes_spec, tmp_path) -> None:
+    """Trajectory matching compares parameters, so it is well defined for regression: the experts train with the
+    squared error (the targets' loss; cross-entropy cannot even take real targets), the run distills finite real
+    targets and its normalized distance falls."""
+    from safetensors.torch import load_file
+
+    from ddspec.components.training.experts import EXPERTS, SEED_OFFSET, Recipe
+    from ddspec.components.training.fit import fit
+    from ddspec.registry import DATA, MODELS
+
+    spec = {**diabetes_spec, "task": None, "distance": {"kind": "trajectory", "experts": 2, "expert_epochs": 3,
+                                                          "max_start_epoch": 1, "expert_span": 2}}
+    plan = ddspec.compile(ddspec.load(spec, ["optimize.iterations=6", "train.lr=0.01",
+                                             "synthetic.learn_labels=false"]))
+    assert plan.backend == "bilevel" and "trajectory matching" in plan.reason
+    result = plan.run(tmp_path / "t")
+    assert result.y.is_floating_point() and len(result.y) == 10 and torch.isfinite(result.x).all()
+    rows = [row["loss"] for row in plan_history(tmp_path / "t")]
+    assert len(rows) == 6 and all(torch.isfinite(torch.tensor(rows))) and rows[-1] < rows[0]
+
+    # expert 0 after one epoch is the model trained one epoch with the squared error, from the expert's seed
+    problem, d = plan.problem, plan.problem.distance
+    data = DATA.build(problem.data)
+    seed = problem.runtime.seed + SEED_OFFSET
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODELS.build(problem.model, data.input_shape, data.targets.num_outputs)
+    fit(model, data.x_train, data.y_train, Recipe(1, d.expert_lr, d.expert_momentum, 0.0, d.expert_batch_size),
+        torch.Generator().manual_seed(seed), loss=data.targets.loss)
+    experts = load_file(str(tmp_path / "t" / EXPERTS))
+    for name, p in model.named_parameters():
+        assert torch.equal(experts[f"0.1.{name}"], p.detach())
+
+
+def plan_history(out) -> list[dict]:
+    import json
+
+    return json.loads((out / "history.json").read_text())["rows"]

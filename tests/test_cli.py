@@ -138,4 +138,97 @@ def test_relative_data_path_from_another_directory(tmp_path, monkeypatch, capsys
     assert main(["evaluate", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["accuracy"]["values"] == before
     assert main(["run", str(spec_file), "--out", str(out), "--resume"]) == 0  # resumes (re-evaluates) from here too
+    assert main(["run", str(out / "spec.yaml"), "--out", str(out), "--resume"]) == 0  # the saved spec, too
+    # the run folder's spec.yaml repeats the run: its relative path is taken from the spec's folder, not DIR's
+    import ddspec
+
+    saved = ddspec.load(out / "spec.yaml")
+    assert Path(saved.data.resolved(saved.data.path)).resolve() == (folder / "data" / "d.npz").resolve()
+    assert main(["validate", str(out / "spec.yaml")]) == 0
+    assert main(["run", str(out / "spec.yaml"), "--out", "again"]) == 0
+    assert json.loads((third / "again" / "plan.json").read_text())["base_dir"] == str(Path("..", "..", "specs"))
+    assert json.loads((third / "again" / "metrics.json").read_text())["accuracy"]["values"] == before
     capsys.readouterr()
+
+
+# -- run folders: what --overwrite and a new run delete; bad --out; `ddspec evaluate` -------------
+
+FAST = {"name": "fast", "data": {"kind": "digits"}, "synthetic": {"per_class": 1}, "model": {"kind": "linear"},
+        "optimize": {"kind": "select", "method": "random"},
+        "evaluate": {"seeds": [0], "epochs": 2, "metrics": ["accuracy"]},
+        "runtime": {"progress": False, "threads": 1, "device": "cpu"}}
+CACHES = ("teacher.safetensors", "experts.safetensors", "samples.png", "loss.png", "robustness.png")
+
+
+def test_overwrite_and_a_new_run_delete_every_artifact(tmp_path) -> None:
+    import ddspec
+    from ddspec.runtime.runner import prepare_out
+
+    plan = ddspec.compile(ddspec.load(FAST))
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in ("checkpoint.pt", "distilled.safetensors", "history.json", "metrics.json", "report.html", *CACHES):
+        (out / name).write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    prepare_out(plan, out, resume=False, overwrite=True)
+    assert {p.name for p in out.iterdir()} == {"spec.yaml", "plan.json", "notes.txt"}
+    # a run that stopped before its first checkpoint left a teacher (of another spec, maybe): not reused
+    for name in CACHES:
+        (out / name).write_bytes(b"old")
+    prepare_out(plan, out, resume=False)
+    assert {p.name for p in out.iterdir()} == {"spec.yaml", "plan.json", "notes.txt"}
+    # --resume keeps them: the teacher and experts of this run
+    for name in ("checkpoint.pt", "teacher.safetensors", "experts.safetensors"):
+        (out / name).write_bytes(b"old")
+    prepare_out(plan, out, resume=True)
+    assert {"checkpoint.pt", "teacher.safetensors", "experts.safetensors"} <= {p.name for p in out.iterdir()}
+
+
+def test_a_bad_out_is_refused_with_a_fix(tmp_path, capsys) -> None:
+    spec = write(tmp_path, FAST)
+    (tmp_path / "file").write_text("not a folder")
+    for out in (tmp_path / "file", tmp_path / "file" / "run"):
+        assert main(["run", spec, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"[OUT_NOT_A_FOLDER] --out: {tmp_path / 'file'} is a file, not a folder" in err
+        assert "fix: give --out a folder" in err and "INTERNAL" not in err
+
+
+def test_evaluate_refuses_a_folder_without_its_plan(tmp_path, capsys) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "distilled.safetensors").write_bytes(b"")
+    (out / "spec.yaml").write_text(yaml.safe_dump(FAST))
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"[NO_ARTIFACT] DIR: {out} has no plan.json" in err and "INTERNAL" not in err
+    (out / "plan.json").write_text("[1, 2")
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "[ARTIFACT_INVALID] DIR" in err and "--overwrite" in err and "INTERNAL" not in err
+
+
+def test_evaluate_writes_the_spec_only_after_it_succeeds(tmp_path, monkeypatch, capsys) -> None:
+    from ddspec.evaluate import protocol
+
+    out = tmp_path / "r"
+    assert main(["run", write(tmp_path, FAST), "--out", str(out)]) == 0
+    spec, metrics = (out / "spec.yaml").read_bytes(), (out / "metrics.json").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(protocol, "evaluate_distilled", crash)
+    assert main(["evaluate", str(out), "--set", "evaluate.seeds=[1]"]) == 1
+    assert (out / "spec.yaml").read_bytes() == spec and (out / "metrics.json").read_bytes() == metrics
+    monkeypatch.undo()
+    assert main(["evaluate", str(out), "--set", "evaluate.seeds=[1]", "--set", "runtime.threads=2"]) == 0
+    saved = yaml.safe_load((out / "spec.yaml").read_text())
+    assert saved["evaluate"]["seeds"] == [1] and saved["runtime"]["threads"] == 2
+    assert json.loads((out / "metrics.json").read_text())["seeds"] == [1]
+    capsys.readouterr()
+    for override in ("runtime.seed=5", "runtime={device: cpu, seed: 5}"):  # it made the saved data
+        assert main(["evaluate", str(out), "--set", override]) == 2
+        assert "[BAD_OVERRIDE] runtime.seed" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--set", "model.kind=mlp"]) == 2
+    assert "[BAD_OVERRIDE] model.kind" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -134,15 +135,27 @@ def test_mmd2_median_heuristic_bandwidth_is_detached() -> None:
 # -- the registered builders and the spec classes' defaults -----------------------------------------------------
 def test_builders_return_the_surrogates_of_the_spec() -> None:
     """Embedding surrogates: a class's features in, the distance out; feature_mean by hand, mmd with the spec's
-    bandwidths; gradient_match honours skip_bias_and_norm (1-D gradients opposite: 0 skipped, 2 counted)."""
+    bandwidths; gradient_match honours skip_bias_and_norm (1-D gradients opposite: 0 skipped, 2 counted). Every
+    distance builder takes (spec, ctx); the surrogates ignore the run context."""
     real, syn = torch.tensor([[0.0, 2.0], [2.0, 2.0]]), torch.tensor([[4.0, 0.0]])
-    assert float(DISTANCES.build(FeatureMeanDistance())(real, syn)) == pytest.approx(9.0 + 4.0)
+    assert float(DISTANCES.build(FeatureMeanDistance(), None)(real, syn)) == pytest.approx(9.0 + 4.0)
     bandwidths = MMDDistance(bandwidths=[0.5, 3.0])
-    assert float(DISTANCES.build(bandwidths)(real, syn)) == pytest.approx(float(mmd2(real, syn, [0.5, 3.0])))
+    assert float(DISTANCES.build(bandwidths, None)(real, syn)) == pytest.approx(float(mmd2(real, syn, [0.5, 3.0])))
     w, b = torch.ones(2, 2), torch.tensor([1.0, -1.0])
-    assert float(DISTANCES.build(GradientMatchDistance())([w, b], [w, -b])) == pytest.approx(0.0, abs=1e-5)
-    assert float(DISTANCES.build(GradientMatchDistance(skip_bias_and_norm=False))([w, b], [w, -b])) == pytest.approx(
-        2.0, abs=1e-5)
+    assert float(DISTANCES.build(GradientMatchDistance(), None)([w, b], [w, -b])) == pytest.approx(0.0, abs=1e-5)
+    assert float(DISTANCES.build(GradientMatchDistance(skip_bias_and_norm=False), None)([w, b], [w, -b])) == \
+        pytest.approx(2.0, abs=1e-5)
+
+
+def test_every_distance_builder_takes_the_spec_and_the_run_context() -> None:
+    """One registry, one builder signature: the backends call ``DISTANCES.build(spec, ctx)`` for every kind."""
+    built = [e for e in DISTANCES.entries() if e.builder is not None]
+    assert {"gradient_match", "feature_mean", "mmd", "trajectory"} <= {e.kind for e in built}
+    for entry in built:
+        params = list(inspect.signature(entry.load_builder()).parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        assert len(required) == 2 and len(positional) >= 2, f"{entry.kind}: {params}"
 
 
 def test_reference_lr_and_schedule_are_class_facts() -> None:
@@ -150,3 +163,11 @@ def test_reference_lr_and_schedule_are_class_facts() -> None:
     assert FeatureMeanDistance.reference_lr == MMDDistance.reference_lr == 1.0
     assert GradientMatchDistance.schedule(10) == dc_schedule(10) == (10, 50)
     assert FeatureMeanDistance.schedule(10) == MMDDistance.schedule(50) == (1, 1)
+
+
+def test_trajectory_doc_names_the_expert_cache_the_code_writes() -> None:
+    from ddspec.components.training.experts import EXPERTS
+    from ddspec.spec.distance import TrajectoryDistance
+
+    doc = TrajectoryDistance.__doc__ or ""
+    assert f"``{EXPERTS}``" in doc and "experts.pt`" not in doc

@@ -172,3 +172,22 @@ def test_protocol_needs_a_model(blobs: tuple) -> None:
     problem = Problem.model_validate({"data": {"kind": "digits"}})
     with pytest.raises(SpecError, match="no model"):
         evaluate_distilled(x, y, data, problem, "cpu", progress=False)
+
+
+def test_more_clusters_than_test_samples_is_refused_at_validate(tmp_path) -> None:
+    """cluster_min (asked for, or a default) with more clusters than the described test set: a finding before
+    anything runs, not an error after distillation."""
+    import ddspec
+    from tests.test_data_checks import arrays, spec
+
+    np.savez(tmp_path / "d.npz", **arrays())  # 8 test rows
+    problem = spec({"kind": "npz", "path": str(tmp_path / "d.npz")})
+    for metrics_ in ([], ["accuracy", "cluster_min"], [{"kind": "cluster_min", "clusters": 9}]):
+        problem["evaluate"]["metrics"] = metrics_
+        with pytest.raises(SpecError) as e:
+            ddspec.compile(ddspec.load(problem))
+        (finding,) = [f for f in e.value.findings if f.code == "METRIC_CLUSTERS"]
+        assert finding.path == "evaluate.metrics" and "test set of data `npz` has 8 samples" in finding.message
+        assert "clusters` to at most 8" in finding.fix
+    problem["evaluate"]["metrics"] = [{"kind": "cluster_min", "clusters": 8}]
+    assert ddspec.compile(ddspec.load(problem)).backend == "matching"

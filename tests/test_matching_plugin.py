@@ -34,8 +34,8 @@ def l1_means(f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
     return (f_real.flatten(1).mean(0) - f_syn.flatten(1).mean(0)).abs().sum().pow(2)
 
 
-def build(spec: L1MeansDistance) -> Any:
-    """The builder: the embedding surrogate itself."""
+def build(spec: L1MeansDistance, ctx: Any) -> Any:
+    """The builder (spec, run context), like every distance builder: the embedding surrogate itself."""
     return l1_means
 
 

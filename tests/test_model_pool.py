@@ -62,9 +62,9 @@ def test_a_warm_start_continues_the_training_run(momentum) -> None:
     def outer(params):
         return F.cross_entropy(torch.func.functional_call(model, dict(zip(["weight", "bias"], params)), (xr,)), yr)
 
-    straight = unroll(model, InnerData(x, y, torch.full((2 * steps,), 0.1), [None] * 2 * steps),
+    straight = unroll(model, InnerData(x, y, torch.full((2 * steps,), 0.1), [None] * 2 * steps, F.cross_entropy),
                       InnerRecipe("sgd", momentum, 0.0, 2 * steps), params0=theta0)
-    data = InnerData(x, y, torch.full((steps,), 0.1), [None] * steps)
+    data = InnerData(x, y, torch.full((steps,), 0.1), [None] * steps, F.cross_entropy)
     for _ in range(2):
         model, theta = pool.start(0)
         assert all(torch.equal(p, t) for p, t in zip(model.parameters(), theta))  # the module holds θ^m

@@ -146,3 +146,13 @@ def test_report_of_protocol_output(tmp_path: Path) -> None:
     atomic_write_json(out / METRICS, json.loads(json.dumps(result)))
     page = write_report(out).read_text(encoding="utf-8")
     assert f"{100 * result['accuracy']['mean']:.1f}% ± 0.0" in page and "<td>invert</td>" in page
+
+
+def test_a_figure_this_report_does_not_draw_is_deleted(tmp_path: Path) -> None:
+    out = _run_dir(tmp_path, *CASES["flat"])
+    write_report(out)
+    assert (out / LOSS_PNG).exists()
+    _run_dir(tmp_path, *CASES["flat"], history=False)  # e.g. a rerun whose backend has no loss history
+    page = write_report(out).read_text(encoding="utf-8")
+    assert not (out / LOSS_PNG).exists() and (out / SAMPLES_PNG).exists()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2

@@ -49,7 +49,7 @@ def problem(steps: int):
         return F.cross_entropy(functional_call(net, dict(zip(names, params)), (xr,)), yr)
 
     def data(x_, logits_):
-        return InnerData(x_, torch.softmax(logits_, 1), lrs, [None] * steps)
+        return InnerData(x_, torch.softmax(logits_, 1), lrs, [None] * steps, F.cross_entropy)
 
     return net, data, x, logits, outer, InnerRecipe("sgd", 0.9, 1e-3, steps)
 

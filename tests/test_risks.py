@@ -283,3 +283,26 @@ def test_cvar_alpha_n_rounding_error_puts_no_weight_past_the_tail() -> None:
         g = grad_of(lambda x, a=alpha: cvar(x, a), losses)
         assert (g[: 100 - kept] == 0).all()
         torch.testing.assert_close(g[100 - kept :], torch.full((kept,), 1 / kept, dtype=torch.float64))
+
+
+def test_over_groups_is_declared_on_every_risk_measure() -> None:
+    """Matching calls ``risk.over_groups`` for any grouped risk: the base class declares it (next to ``within``),
+    raising NotImplementedError that says what to implement; group_cvar's is its group distance."""
+    from ddspec.components.objectives.risks import GroupCVaR, RiskMeasure, ScenarioRisk, group_distance
+    from ddspec.spec.risk import GroupCVaRRisk
+
+    assert "over_groups" in vars(RiskMeasure) and "within" in vars(RiskMeasure)
+
+    class HalfGrouped(RiskMeasure):
+        grouped = True
+
+        def over_scenarios(self, losses: torch.Tensor) -> torch.Tensor:
+            return losses.mean()
+
+    distances, whole = torch.tensor([1.0, 3.0]), torch.tensor(2.0)
+    with pytest.raises(NotImplementedError, match=r"HalfGrouped is grouped but does not define over_groups"):
+        HalfGrouped().over_groups(distances, whole)
+    with pytest.raises(NotImplementedError, match=r"not grouped"):
+        ScenarioRisk(lambda losses: losses.mean()).over_groups(distances, whole)
+    spec = GroupCVaRRisk(alpha=1.0)
+    assert torch.equal(GroupCVaR(spec).over_groups(distances, whole), group_distance(distances, whole, spec))

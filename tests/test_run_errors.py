@@ -104,6 +104,7 @@ sys.exit(main(sys.argv[1:]))
 def test_no_traceback_from_a_process_unless_debug(tmp_path, debug) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"data": {"kind": "broken_test", "defect": "crash"}, "distance": {"kind": "mmd"},
+                                    "evaluate": {"metrics": ["accuracy"]},  # 8 test rows: too few for cluster_min
                                     "runtime": {"device": "cpu", "progress": False}}))
     argv = ["run", str(spec), "--out", str(tmp_path / "out"), *(["--debug"] if debug else [])]
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), *argv], cwd=ROOT, capture_output=True,

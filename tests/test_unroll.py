@@ -38,7 +38,7 @@ def problem(optimizer: str, momentum: float, seed: int = 0, soft: bool = True):
     xr, yr = torch.randn(20, 1, 8), torch.randint(0, 3, (20,))
     batches = [None, torch.tensor([0, 2, 4]), None, torch.tensor([1, 3, 5]), None]
     targets = torch.softmax(logits, 1) if soft else torch.arange(6) % 3
-    data = InnerData(x, targets, log_lr.exp(), batches)
+    data = InnerData(x, targets, log_lr.exp(), batches, F.cross_entropy)
     names = [n for n, _ in net.named_parameters()]
 
     def outer(params):
@@ -115,7 +115,7 @@ def test_unrolled_hypergradient_matches_finite_differences(optimizer, momentum) 
     grads = torch.autograd.grad([data.x, data.targets, data.lrs], leaves, [gx, gt, glr])
 
     def loss_at(x_, logits_, log_lr_):
-        d = InnerData(x_, torch.softmax(logits_, 1), log_lr_.exp(), data.batches)
+        d = InnerData(x_, torch.softmax(logits_, 1), log_lr_.exp(), data.batches, data.loss)
         return float(outer(unroll(net, d, recipe)).detach())
 
     eps = 1e-6
@@ -153,7 +153,7 @@ def test_implicit_hypergradient_approaches_the_unrolled_one_on_a_strongly_convex
 
     errors = []
     for steps in (20, 100, 400):
-        data = InnerData(x, torch.arange(6) % 3, torch.full((steps,), 0.5), [None] * steps)
+        data = InnerData(x, torch.arange(6) % 3, torch.full((steps,), 0.5), [None] * steps, F.cross_entropy)
         recipe = InnerRecipe("sgd", 0.0, 0.1, steps)
         _, unrolled = unrolled_hypergradient(net, data, recipe, outer)
         _, cg = implicit_hypergradient(net, data, recipe, outer, "cg", iterations=50)

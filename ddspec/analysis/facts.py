@@ -15,7 +15,6 @@ from typing import Any
 
 from ddspec.registry import DATA, DISTANCES, MODELS, OPTIMIZERS, RISKS, TASKS, TRAIN, Registry
 from ddspec.spec.data import DataInfo
-from ddspec.spec.model import ConvNet1dSpec, ConvNetSpec, MLPSpec
 
 AXES: dict[str, Registry] = {
     "model": MODELS, "train": TRAIN, "task": TASKS, "distance": DISTANCES, "risk": RISKS, "optimize": OPTIMIZERS,
@@ -44,25 +43,15 @@ class Analysis:
         return None if section is None else section.kind
 
 
-def default_model(shape: tuple[int, ...]) -> Any:
-    """The model used when the spec names none: ConvNet for C×H×W, 1-D ConvNet for C×L, MLP otherwise."""
-    if len(shape) == 3:
-        return ConvNetSpec()
-    if len(shape) == 2:
-        return ConvNet1dSpec()
-    return MLPSpec()
-
-
 def analyse(problem: Any) -> Analysis:
     """Describe the data (cheaply, without loading tensors) and collect the facts of ``problem``."""
     info = problem.data.describe()
-    facts = {f"data:{info.name}", f"inputs:{len(info.input_shape)}d", f"targets:{info.targets}"}
+    facts = {f"inputs:{len(info.input_shape)}d", f"targets:{info.targets}"}
     facts.update(f"data:{cap}" for cap in DATA[problem.data.kind].capabilities)
     for axis, registry in AXES.items():
         section = getattr(problem, axis)
         if section is not None:
-            facts.add(f"{axis}={section.kind}")
             facts.update(f"{axis}:{cap}" for cap in registry[section.kind].capabilities)
     if problem.synthetic.learn_labels:
-        facts.add("synthetic:soft_labels")
+        facts.add("synthetic:learned_targets")
     return Analysis(problem, info, tuple(problem.synthetic.counts(len(info.class_counts))), frozenset(facts))

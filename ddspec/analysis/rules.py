@@ -110,7 +110,7 @@ def labels_enter_the_objective(a: Analysis) -> Iterable[Finding]:
     if a.has("optimize:selection"):
         yield Finding("LABELS_NOT_LEARNABLE", "synthetic.learn_labels", "coreset selection keeps the real labels",
                       "set synthetic.learn_labels: false")
-    elif p.distance is not None and a.has("distance:surrogate") and not a.has("distance:needs_network_training"):
+    elif a.has("distance:embedding"):
         yield Finding(
             "LABELS_NOT_LEARNABLE", "synthetic.learn_labels",
             f"`{p.distance.kind}` compares class-wise embeddings, so labels receive no gradient",

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class Distilled:
-    """The result of a backend: inputs ``x`` in the data's units and shape, labels ``y`` (int64
-    class indices, or float N x K soft labels), and any other learned tensors (e.g. ``lr``)."""
+    """The result of a backend: inputs ``x`` in the data's units and shape, targets ``y`` (int64 class indices,
+    float N x K soft labels, or real values in the data's target shape: N or N x T), and any other learned
+    tensors (e.g. ``lr``)."""
 
     x: torch.Tensor
     y: torch.Tensor

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ddspec.analysis.facts import Analysis, analyse, default_model
+from ddspec.analysis.facts import Analysis, analyse
 from ddspec.analysis.rules import check
 from ddspec.errors import BackendUnavailableError, Finding, SpecError, WellPosednessError
 from ddspec.registry import load_backends
+from ddspec.spec.model import default_model
 
 if TYPE_CHECKING:
     from ddspec.backends.base import Backend, Estimate

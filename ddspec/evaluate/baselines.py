@@ -4,9 +4,11 @@
   of every stratum (class, or all rows for real targets) as D̂ has (``synthetic.counts``); each seed trains
   on its own subset.
 - ``full``: the whole real training set. It does not depend on D̂, so its figures are cached in
-  :func:`cache_dir` under the SHA-256 of the canonical JSON of the data spec, the protocol (metrics,
-  corruptions, models and their closed-form λ), the device type and the ddspec version; a cache file that
-  cannot be read or whose key differs is recomputed (and rewritten atomically).
+  :func:`cache_dir` under the SHA-256 of the canonical JSON of its key: the loaded data's contents
+  (:func:`data_digest`: not the data spec, whose relative paths name different files from different
+  folders), the protocol (metrics, corruptions, models and their closed-form λ), the augmentation ops when
+  ``evaluate.augment`` is on, the device type and :data:`CACHE_VERSION`; a cache file that cannot be read
+  or whose key differs is recomputed (and rewritten atomically).
 """
 
 from __future__ import annotations
@@ -52,23 +54,44 @@ def random_baseline(protocol: Protocol) -> dict[str, Any]:
     return protocol.summary(protocol.measure(subset, "baseline random"))
 
 
+#: Part of the full baseline's cache key: raise it when a change to ddspec changes the figures the
+#: protocol measures, so that no cached figure of the earlier code is read.
+CACHE_VERSION = 2
+
+
 def full_baseline(protocol: Protocol) -> dict[str, Any]:
     """All real training rows; read from the cache when it holds this key, else measured and cached."""
-    from ddspec import __version__
     from ddspec.evaluate.protocol import ridge
     from ddspec.registry import MODELS
 
     problem = protocol.problem
+    ops = problem.optimize.augmentation_ops() if protocol.ev.augment else None
     key = {
-        "data": problem.data.model_dump(mode="json"),
+        "data": data_digest(protocol.data),
         "protocol": {k: v for k, v in protocol.record().items() if k != "baselines"},
         "ridge": [ridge(m, problem) if "closed_form" in MODELS[m.kind].capabilities else None
                   for m in protocol.models],
+        "augmentation": None if ops is None else ops.model_dump(mode="json", exclude={"enabled"}),
         "device": torch.device(protocol.device).type,
-        "ddspec": __version__,
+        "version": CACHE_VERSION,
     }
     return cached(key, lambda: protocol.summary(
         protocol.measure(lambda seed: (protocol.data.x_train, protocol.data.y_train), "baseline full")))
+
+
+def data_digest(data: Dataset) -> str:
+    """SHA-256 of the dataset's contents: the number of classes, then the dtype, shape and bytes of every
+    tensor (training and test inputs, targets and groups)."""
+    digest = hashlib.sha256(f"classes={data.num_classes}".encode())
+    for name in ("x_train", "y_train", "x_test", "y_test", "groups_train", "groups_test"):
+        tensor = getattr(data, name)
+        if tensor is None:
+            digest.update(f";{name}=none".encode())
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f";{name}={tensor.dtype}{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def cache_dir() -> Path:

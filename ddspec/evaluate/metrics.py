@@ -65,7 +65,9 @@ class Accuracy(Metric):
 
 def cluster_assignment(data: Dataset, clusters: int, seed: int) -> np.ndarray:
     """k-means labels (k = ``clusters``, ``random_state = seed``, 10 restarts) of the raw flattened test
-    inputs, labels ignored. Cached per (test tensor, clusters, seed) while that tensor is alive."""
+    inputs, labels ignored. Cached per (test tensor, clusters, seed) while that tensor is alive. Validation
+    refuses more clusters than the described test samples (``ClusterMinMetric.findings``); the check here
+    covers a loaded test set smaller than its description, and callers that skip validation."""
     key = (id(data.x_test), clusters, seed)
     hit = _ASSIGNMENTS.get(key)
     if hit is not None and hit[0]() is data.x_test:

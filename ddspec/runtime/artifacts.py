@@ -9,8 +9,9 @@ from typing import Any
 from ddspec.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
-    "CHECKPOINT", "DISTILLED", "HISTORY", "METRICS", "PLAN", "REPORT", "SPEC", "atomic_write_bytes",
-    "atomic_write_json", "atomic_write_text", "load_distilled", "read_json", "save_distilled",
+    "CHECKPOINT", "DISTILLED", "FIGURES", "HISTORY", "LOSS_PNG", "METRICS", "PLAN", "REPORT", "ROBUSTNESS_PNG",
+    "SAMPLES_PNG", "SPEC", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_distilled",
+    "read_json", "save_distilled",
 ]
 
 DISTILLED = "distilled.safetensors"
@@ -20,6 +21,11 @@ METRICS = "metrics.json"
 HISTORY = "history.json"
 REPORT = "report.html"
 CHECKPOINT = "checkpoint.pt"
+#: The report's figures, written next to ``report.html``.
+SAMPLES_PNG = "samples.png"
+LOSS_PNG = "loss.png"
+ROBUSTNESS_PNG = "robustness.png"
+FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG)
 
 
 def save_distilled(path: Path, x: Any, y: Any, extras: dict[str, Any] | None = None) -> None:

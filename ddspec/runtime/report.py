@@ -24,10 +24,14 @@ from ddspec.errors import SpecError
 from ddspec.registry import load_plugins
 from ddspec.runtime.artifacts import (
     DISTILLED,
+    FIGURES,
     HISTORY,
+    LOSS_PNG,
     METRICS,
     PLAN,
     REPORT,
+    ROBUSTNESS_PNG,
+    SAMPLES_PNG,
     SPEC,
     atomic_write_bytes,
     atomic_write_text,
@@ -36,9 +40,6 @@ from ddspec.runtime.artifacts import (
 )
 from ddspec.spec.evaluate import is_fraction
 
-SAMPLES_PNG = "samples.png"
-LOSS_PNG = "loss.png"
-ROBUSTNESS_PNG = "robustness.png"
 MAX_CLASSES = 20
 PER_CLASS = 10
 STYLE = (
@@ -50,7 +51,8 @@ STYLE = (
 
 def write_report(out_dir: Path) -> Path:
     """Write ``samples.png``, ``loss.png`` (when there is a history), ``robustness.png`` (when there are
-    corruptions or baselines) and ``report.html`` into the run folder ``out_dir``; return the report's path."""
+    corruptions or baselines) and ``report.html`` into the run folder ``out_dir``, deleting a figure of an
+    earlier report that this one does not draw; return the report's path."""
     out_dir = Path(out_dir)
     if not (out_dir / DISTILLED).is_file():
         raise SpecError.one(
@@ -67,6 +69,9 @@ def write_report(out_dir: Path) -> Path:
     figures = {name: png for name, png in figures.items() if png is not None}
     for name, png in figures.items():
         atomic_write_bytes(out_dir / name, png)
+    for name in FIGURES:
+        if name not in figures:
+            (out_dir / name).unlink(missing_ok=True)
     page = render_html(_run_name(spec_text, out_dir), metrics, _read(out_dir / PLAN, {}), spec_text, figures)
     atomic_write_text(out_dir / REPORT, page)
     return out_dir / REPORT

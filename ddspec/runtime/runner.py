@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ddspec.components.training.experts import EXPERTS, TEACHER
 from ddspec.errors import DDSpecError, RunError, SpecError, internal_error
 from ddspec.registry import load_backends
 from ddspec.runtime import artifacts as art
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
 
     from ddspec.compiler.plan import Plan
 
-#: The files a run writes into its folder (what ``overwrite`` deletes).
-ARTIFACTS = (art.CHECKPOINT, art.DISTILLED, art.HISTORY, art.METRICS, art.REPORT, art.PLAN, art.SPEC)
+#: The files a run writes into its folder: what ``overwrite`` deletes, and what a new run deletes when an
+#: earlier one stopped before its first checkpoint (the teacher and expert caches of
+#: :mod:`ddspec.components.training.experts` and the report's figures included, so none is reused).
+ARTIFACTS = (art.CHECKPOINT, art.DISTILLED, art.HISTORY, art.METRICS, art.REPORT, *art.FIGURES, art.PLAN, art.SPEC,
+             TEACHER, EXPERTS)
 
 
 @dataclass
@@ -76,14 +80,15 @@ def _as_run_error(exc: Exception) -> RunError:
 
 def prepare_out(plan: Plan, out: Path, resume: bool, overwrite: bool = False) -> None:
     """Refuse to overwrite a run unless ``overwrite`` (which deletes its :data:`ARTIFACTS` first); on resume,
-    refuse a different spec. Write ``spec.yaml`` (paths as written) and ``plan.json`` with ``base_dir``: the
-    folder relative data paths are resolved against, relative to the run folder."""
+    refuse a different spec. A new run deletes what an earlier one left before its first checkpoint (the
+    :data:`ARTIFACTS`: a teacher or expert cache of another spec must not be reused). Write ``spec.yaml``
+    (paths as written) and ``plan.json`` with ``base_dir``: the folder relative data paths are resolved
+    against, relative to the run folder."""
     if resume and overwrite:
         raise SpecError.one("BAD_ARGUMENTS", "--overwrite", "--resume continues a run, --overwrite replaces it",
                             "give one of them")
     if overwrite:
-        for name in ARTIFACTS:
-            (out / name).unlink(missing_ok=True)
+        _remove_artifacts(out)
     started = (out / art.CHECKPOINT).exists() or (out / art.DISTILLED).exists()
     if started and not resume:
         if (out / art.METRICS).exists():
@@ -94,6 +99,8 @@ def prepare_out(plan: Plan, out: Path, resume: bool, overwrite: bool = False) ->
     if resume and not started:
         raise SpecError.one("NOTHING_TO_RESUME", "--out", f"{out} holds no checkpoint or distilled data",
                             "drop --resume to start the run")
+    if not resume:
+        _remove_artifacts(out)  # leftovers of a run that stopped before its first checkpoint
     if resume and (out / art.SPEC).exists():
         from ddspec.spec.loading import load
 
@@ -107,12 +114,27 @@ def prepare_out(plan: Plan, out: Path, resume: bool, overwrite: bool = False) ->
     art.atomic_write_json(out / art.PLAN, {**plan.to_json(), "base_dir": os.path.relpath(base, out.resolve())})
 
 
+def _remove_artifacts(out: Path) -> None:
+    for name in ARTIFACTS:
+        (out / name).unlink(missing_ok=True)
+
+
+def make_out(out: Path) -> None:
+    """Create the run folder ``out`` (and its parents); SpecError ``OUT_NOT_A_FOLDER`` when it, or a folder
+    above it, is a file."""
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise SpecError.one("OUT_NOT_A_FOLDER", "--out", f"{folder} is a file, not a folder",
+                                "give --out a folder: a new one, or the folder of an earlier run")
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def run_plan(plan: Plan, out: Path, resume: bool = False, overwrite: bool = False) -> Result:
     """Distill with the plan's backend, write artifacts, evaluate, write the report (see :func:`prepare_out`
     for ``resume`` and ``overwrite``; failures as in :func:`run_errors`)."""
-    out.mkdir(parents=True, exist_ok=True)
-    prepare_out(plan, out, resume, overwrite)
     with run_errors():
+        make_out(out)
+        prepare_out(plan, out, resume, overwrite)
         return _run(plan, out, resume)
 
 
@@ -144,16 +166,18 @@ def _run(plan: Plan, out: Path, resume: bool) -> Result:
     return Result(out, x, y, metrics)
 
 
-def evaluate_into(out: Path, backend: str, problem: Any, x: Any, y: Any, data: Any, device: Any, seconds: float
-                  ) -> dict[str, Any]:
-    """Evaluate the distilled data (the protocol, then the backend's extra figures), write ``metrics.json``
-    and the report; return the metrics."""
+def evaluate_into(out: Path, backend: str, problem: Any, x: Any, y: Any, data: Any, device: Any, seconds: float,
+                  spec: bool = False) -> dict[str, Any]:
+    """Evaluate the distilled data (the protocol, then the backend's extra figures); only then write
+    ``spec.yaml`` (with ``spec``: the problem evaluated), ``metrics.json`` and the report. Return the metrics."""
     from ddspec.evaluate.protocol import evaluate_distilled
     from ddspec.runtime.report import write_report
 
     metrics = evaluate_distilled(x.to(device), y.to(device), data, problem, device, progress=problem.runtime.progress)
     metrics.update(load_backends()[backend].extra_metrics(problem, data, x, y))
     metrics["distill_seconds"] = seconds
+    if spec:
+        art.atomic_write_text(out / art.SPEC, problem.to_yaml())
     art.atomic_write_json(out / art.METRICS, metrics)
     write_report(out)
     return metrics
@@ -166,27 +190,50 @@ def _load_data(problem: Any, device: Any) -> Any:
     return load_dataset(problem.data).to(device)
 
 
+#: The sections ``ddspec evaluate DIR --set`` may change (whole, or a field of them).
+REEVALUATE_SECTIONS = ("evaluate", "runtime")
+
+
 def reevaluate(out: Path, overrides: list[str]) -> dict[str, Any]:
-    """``ddspec evaluate DIR``: re-run the evaluation of a finished run (``--set evaluate...`` allowed). Relative
-    data paths of the saved spec are resolved against the ``base_dir`` recorded in ``plan.json``."""
+    """``ddspec evaluate DIR``: re-run the evaluation of a finished run. ``--set`` may change ``evaluate.*`` and
+    ``runtime.*`` (device, threads, progress), not ``runtime.seed``: it drove the distillation that made the
+    saved data. ``spec.yaml`` is rewritten with the changes once the evaluation has succeeded. Relative data
+    paths of the saved spec are resolved against the ``base_dir`` recorded in ``plan.json``."""
     from ddspec.runtime.device import seed_everything, select_device
     from ddspec.spec.loading import load
 
-    if not (out / art.DISTILLED).exists():
-        raise SpecError.one("NO_ARTIFACT", "DIR", f"{out} has no {art.DISTILLED}",
-                            "give the --out folder of a finished run")
-    bad = [o for o in overrides if not o.startswith(("evaluate.", "evaluate=", "runtime."))]
+    for name in (art.DISTILLED, art.PLAN, art.SPEC):
+        if not (out / name).is_file():
+            raise SpecError.one("NO_ARTIFACT", "DIR", f"{out} has no {name}", "give the --out folder of a finished run")
+    sections = tuple(f"{s}{sep}" for s in REEVALUATE_SECTIONS for sep in ".=")
+    bad = [o for o in overrides if not o.strip().startswith(sections)]
     if bad:
         raise SpecError.one("BAD_OVERRIDE", bad[0].partition("=")[0], "only evaluate.* and runtime.* can change here",
                             "distill again with `ddspec run` to change anything else")
-    saved = art.read_json(out / art.PLAN)
-    base = saved.get("base_dir")
-    problem = load(out / art.SPEC, overrides, base_dir=None if base is None else (out / base).resolve())
     with run_errors():
+        saved = _read_plan(out)
+        before = load(out / art.SPEC)
+        problem = load(out / art.SPEC, overrides)
+        if problem.runtime.seed != before.runtime.seed:
+            raise SpecError.one("BAD_OVERRIDE", "runtime.seed",
+                                "runtime.seed drove the distillation that made the saved data; it cannot change here",
+                                "keep runtime.seed, or distill again with `ddspec run --set runtime.seed=...`")
         data = _load_data(problem, device := select_device(problem.runtime.device))
-        art.atomic_write_text(out / art.SPEC, problem.to_yaml())
         seed_everything(problem.runtime.seed, problem.runtime.threads)
         tensors = art.load_distilled(out / art.DISTILLED)
         history = out / art.HISTORY
         seconds = art.read_json(history)["distill_seconds"] if history.exists() else 0.0
-        return evaluate_into(out, saved["backend"], problem, tensors["x"], tensors["y"], data, device, seconds)
+        return evaluate_into(out, saved["backend"], problem, tensors["x"], tensors["y"], data, device, seconds,
+                             spec=True)
+
+
+def _read_plan(out: Path) -> dict[str, Any]:
+    """``plan.json`` of the run folder ``out``; SpecError ``ARTIFACT_INVALID`` when it is not a plan."""
+    try:
+        saved = art.read_json(out / art.PLAN)
+    except ValueError as exc:
+        saved = exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("backend"), str):
+        raise SpecError.one("ARTIFACT_INVALID", "DIR", f"{out / art.PLAN} is not a plan written by `ddspec run`",
+                            "run the spec again into this folder with `ddspec run --overwrite`")
+    return saved

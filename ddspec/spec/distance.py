@@ -1,7 +1,9 @@
 """``distance``: how the task outputs (or a surrogate of them) are compared. Surrogates carry the
 capability ``surrogate`` and name, in ``approximates``, the exact objective they stand for.
 
-The matching backend runs the surrogates that subclass :class:`MatchingDistance` and have a builder
+Every distance builder takes ``(spec, ctx)`` (``DISTANCES.build(spec, ctx)``, ``ctx`` the run's
+:class:`~ddspec.runtime.context.RunContext`; a surrogate that needs nothing from the run ignores it). The
+matching backend runs the surrogates that subclass :class:`MatchingDistance` and have a builder
 (:mod:`ddspec.components.objectives.distances`). Which of its two algorithms runs is a capability:
 
 - ``embedding``: the builder returns ``d(real_features, synthetic_features) -> scalar`` over the
@@ -117,19 +119,30 @@ class KLDistance(SpecModel):
     temperature: PositiveFloat = Field(1.0, le=100)
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
-        """KL compares predictive distributions: the task must produce them (capability ``distributions``)."""
-        if not analysis.has("task:distributions"):
-            yield Finding("DISTANCE_NEEDS_TASK", "distance", f"`{self.kind}` compares predictive distributions, which "
-                          f"only task `predictions` produces (task is {analysis.kind('task') or 'unset'})",
-                          "set task: {kind: predictions}")
+        """KL compares predictive distributions: the task must produce them (capability ``distributions``). On
+        real-valued targets there are none (task ``predictions`` is refused there too), so the fix is to drop
+        the distance and measure the test error."""
+        if analysis.has("task:distributions"):
+            return
+        if analysis.has("targets:real"):
+            fix = "remove `distance`" + ("" if analysis.problem.task is not None else
+                                         " and set task: {kind: test_error}")
+            yield Finding("DISTANCE_NEEDS_TASK", "distance", f"`{self.kind}` compares predictive class distributions, "
+                          f"but data `{analysis.problem.data.kind}` has real-valued targets (there is no class "
+                          "distribution to compare; task test_error measures their squared error)", fix)
+            return
+        yield Finding("DISTANCE_NEEDS_TASK", "distance", f"`{self.kind}` compares predictive distributions, which "
+                      f"only task `predictions` produces (task is {analysis.kind('task') or 'unset'})",
+                      "set task: {kind: predictions}")
 
 
 @DISTANCES.register(builder="ddspec.components.training.experts:trajectory",
                     capabilities=("surrogate", "needs_unroll", "needs_experts"))
 class TrajectoryDistance(SpecModel):
     """Trajectory matching (MTT): from expert epoch t, the student trains ``train.steps`` = N steps on D̂;
-    d = ‖θ̂_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖², θ* the parameters of experts trained on the real data
-    (once, cached in the run directory as ``experts.pt``), t uniform in [0, max_start_epoch], M = ``expert_span``."""
+    d = ‖θ̂_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖², θ* the parameters of experts trained on the real data with
+    the targets' loss (cross-entropy, or squared error for real-valued targets; once, cached in the run
+    directory as ``experts.safetensors``), t uniform in [0, max_start_epoch], M = ``expert_span``."""
 
     kind: Literal["trajectory"] = "trajectory"
     experts: PositiveInt = Field(5, le=1000, description="Expert trajectories trained on the real data.")
@@ -152,7 +165,8 @@ class TrajectoryDistance(SpecModel):
                 f"first {self.experts} experts x {self.expert_epochs} epochs on the real data")
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
-        """The student's start epoch plus the span must exist; experts train with cross-entropy (class targets)."""
+        """The student's start epoch plus the span must exist. (Experts train with the targets' loss and the
+        distance compares parameters, so real-valued targets are fine.)"""
         if self.max_start_epoch + self.expert_span > self.expert_epochs:
             yield Finding(
                 "TRAJECTORY_SPAN", "distance.max_start_epoch",
@@ -161,7 +175,3 @@ class TrajectoryDistance(SpecModel):
                 f"set distance.max_start_epoch <= {max(self.expert_epochs - self.expert_span, 0)} or raise "
                 "distance.expert_epochs",
             )
-        if analysis.has("targets:real"):
-            yield Finding("TRAJECTORY_NEEDS_CLASSES", "distance", f"the experts of `{self.kind}` are trained with "
-                          f"cross-entropy, but data `{analysis.problem.data.kind}` has real-valued targets",
-                          "use task: {kind: test_error} (bilevel, squared error) and remove `distance`")

@@ -81,6 +81,20 @@ class ClusterMinMetric(MetricSpec):
     clusters: int = Field(10, ge=2, le=1000)
     seed: int = Field(0, ge=0)
 
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        yield from super().findings(analysis)
+        n_test = analysis.data.n_test
+        if n_test < self.clusters:
+            yield Finding(
+                "METRIC_CLUSTERS", "evaluate.metrics",
+                f"cluster_min asks for {self.clusters} clusters but the test set of data "
+                f"`{analysis.problem.data.kind}` has {n_test} samples",
+                f"lower the metric's `clusters` to at most {n_test} (e.g. evaluate.metrics: "
+                f"[accuracy, {{kind: cluster_min, clusters: {max(2, min(n_test, 10))}}}])"
+                if n_test >= 2 else "use data with at least 2 test samples, or list evaluate.metrics without "
+                "cluster_min (e.g. [accuracy])",
+            )
+
 
 @METRICS.register(builder="ddspec.evaluate.metrics:WorstGroup", capabilities=("targets:classes", "fraction", "groups"))
 class WorstGroupMetric(MetricSpec):
@@ -206,5 +220,6 @@ class EvaluateSpec(SpecModel):
         return list(self.metrics) or default_metrics(targets)
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
-        for spec in [*self.metrics, *self.corruptions]:
+        """The findings of the metrics (``metrics``, or the defaults for the data's targets) and corruptions."""
+        for spec in [*self.metric_specs(analysis.data.targets), *self.corruptions]:
             yield from spec.findings(analysis)

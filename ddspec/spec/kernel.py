@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
@@ -25,6 +26,7 @@ from ddspec.spec.train import TrainBase
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
+    from ddspec.spec.data import DataInfo
 
 class FeaturesBase(SpecModel):
     """A feature map φ: R^d → R^p (``model.features``); its builder returns the numpy map
@@ -144,6 +146,24 @@ class ClosedFormTrain(TrainBase):
         return self.lam_synthetic
 
 
+@dataclass(frozen=True)
+class ConvexLossFacts:
+    """What a ``train: convex`` loss is, known without numpy or cvxpy (its loss object in
+    :mod:`ddspec.components.closed_form.convex` reads these facts).
+
+    ``fixed_labels``: its targets are hard classes with no derivative (the hinge's t = 2y − 1), so learned
+    labels would receive no gradient. ``binary_columns``: the weight columns m of a binary (K = 2) model — one
+    score (logistic, hinge) or one column per class (ridge on one-hot rows); a K > 2 class model has K columns,
+    a model of T real targets T."""
+
+    fixed_labels: bool
+    binary_columns: int
+
+    def columns(self, num_classes: int, num_outputs: int) -> int:
+        """m, the weight columns of W (d × m) for ``num_classes`` classes (0: real targets) and ``num_outputs``."""
+        return self.binary_columns if num_classes == 2 else num_outputs
+
+
 @TRAIN.register(capabilities=("convex",))
 class ConvexTrain(TrainBase):
     """A convex inner problem over a linear model (W, b), solved exactly with cvxpy:
@@ -159,6 +179,22 @@ class ConvexTrain(TrainBase):
     constraint: Literal["none", "nonnegative", "box"] = "none"
     box: PositiveFloat = Field(1.0, description="|W_ij| ≤ box when constraint is box.")
 
+    #: The facts of each loss (:class:`ConvexLossFacts`).
+    LOSSES: ClassVar[dict[str, ConvexLossFacts]] = {
+        "logistic": ConvexLossFacts(fixed_labels=False, binary_columns=1),
+        "svm": ConvexLossFacts(fixed_labels=True, binary_columns=1),
+        "squared": ConvexLossFacts(fixed_labels=False, binary_columns=2),
+    }
+
+    @property
+    def facts(self) -> ConvexLossFacts:
+        """The facts of this loss."""
+        return self.LOSSES[self.loss]
+
+    def weight_columns(self, info: DataInfo) -> int:
+        """m, the columns of W (d × m) on data ``info`` (:meth:`ConvexLossFacts.columns`)."""
+        return self.facts.columns(info.num_classes, info.num_outputs)
+
     @model_validator(mode="after")
     def _combination(self) -> ConvexTrain:
         if self.penalty == "l1" and self.loss != "logistic":
@@ -168,7 +204,14 @@ class ConvexTrain(TrainBase):
         return self
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
-        """Real-valued targets need the squared loss: cross-entropy and the hinge compare scores with classes."""
+        """Real-valued targets need the squared loss: cross-entropy and the hinge compare scores with classes;
+        a loss of fixed labels (the hinge) gives learned labels no gradient."""
+        if self.facts.fixed_labels and analysis.has("synthetic:learned_targets"):
+            yield Finding(
+                "LABELS_NOT_LEARNABLE", "synthetic.learn_labels",
+                f"loss `{self.loss}` fits fixed class labels (t = 2y − 1), so learned labels receive no gradient",
+                "set synthetic.learn_labels: false, or use train.loss: logistic or squared (soft labels)",
+            )
         if analysis.has("targets:real") and self.loss != "squared":
             yield Finding(
                 "CONVEX_LOSS_NEEDS_CLASSES", "train.loss",

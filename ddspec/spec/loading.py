@@ -23,7 +23,8 @@ def load(source: str | Path | Mapping[str, Any] | BaseModel, overrides: Sequence
 
     ``source`` is a path to a YAML file, a mapping, or a Problem (re-validated). File paths inside the
     spec are kept as written; a relative one is resolved when used, against ``base_dir``: by default the
-    YAML file's folder (a Problem's: the one it was loaded with; a mapping's: the current directory).
+    YAML file's folder (a Problem's: the one it was loaded with; a mapping's: the current directory), and
+    for the ``spec.yaml`` of a run folder the folder of the spec it was run from (:func:`run_base_dir`).
     ``overrides`` are ``dotted.path=value`` strings, the value parsed as YAML, applied before validation.
     """
     from ddspec.spec.base import base_dir_of
@@ -35,13 +36,33 @@ def load(source: str | Path | Mapping[str, Any] | BaseModel, overrides: Sequence
         raw = copy.deepcopy(dict(source))  # overrides must not change the caller's mapping
     else:
         path = Path(source)
-        raw, base_dir = read_yaml(path), base_dir or path.resolve().parent
+        raw, base_dir = read_yaml(path), base_dir or run_base_dir(path) or path.resolve().parent
     if not isinstance(raw, dict):
         raise SpecError.one("SPEC_NOT_MAPPING", "", f"the spec must be a mapping of sections, got {type(raw).__name__}",
                             "start from examples/quickstart.yaml")
     for item in overrides:
         apply_override(raw, item)
     return validate(raw, base_dir)
+
+
+#: The files of a run folder (``ddspec.runtime.artifacts``) that tell it apart from a folder of specs.
+RUN_SPEC, RUN_PLAN = "spec.yaml", "plan.json"
+
+
+def run_base_dir(path: Path) -> Path | None:
+    """For the ``spec.yaml`` of a run folder, whose ``plan.json`` records ``base_dir`` (the folder relative data
+    paths were resolved against, relative to the run folder): that folder, resolved. None for any other file,
+    or when ``plan.json`` cannot be read (the spec's own folder applies then)."""
+    import json
+
+    plan = path.parent / RUN_PLAN
+    if path.name != RUN_SPEC or not plan.is_file():
+        return None
+    try:
+        base = json.loads(plan.read_text(encoding="utf-8")).get("base_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (path.parent / base).resolve() if isinstance(base, str) else None
 
 
 def read_yaml(path: Path) -> Any:

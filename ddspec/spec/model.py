@@ -126,3 +126,12 @@ class LinearSpec(ModelBase):
 
     def cost(self, shape: tuple[int, ...], num_classes: int) -> tuple[int, int, int]:
         return _dense_cost([math.prod(shape), num_classes])
+
+
+def default_model(shape: tuple[int, ...]) -> ModelBase:
+    """The model used when the spec names none: ConvNet for C×H×W, 1-D ConvNet for C×L, MLP otherwise."""
+    if len(shape) == 3:
+        return ConvNetSpec()
+    if len(shape) == 2:
+        return ConvNet1dSpec()
+    return MLPSpec()

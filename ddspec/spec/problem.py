@@ -27,6 +27,7 @@ from ddspec.registry import (
     TRAIN,
     Registry,
     load_plugins,
+    on_change,
     signature,
 )
 from ddspec.spec import data, distance, kernel, model, optimize, risk, task, train  # noqa: F401  (register kinds)
@@ -134,17 +135,24 @@ _refreshed: tuple[tuple[type, ...], ...] = ()
 _built: dict[tuple[tuple[type, ...], ...], type[ProblemBase]] = {}
 
 
+@on_change
+def refresh_all() -> None:
+    """:func:`refresh_nested` for every registered spec class: run after every registry change, so a nested kind
+    registered late validates in its parent class at once (``KernelRidgeSpec(features=...)`` included)."""
+    global _refreshed
+    done: set[type] = set()
+    for registry in REGISTRIES.values():
+        for spec in registry.specs():
+            refresh_nested(spec, done)
+    _refreshed = signature()
+
+
 def problem_model() -> type[ProblemBase]:
     """The Problem class for the registries as they are now (plugins loaded); built once per signature."""
     load_plugins()
     key = signature()
-    global _refreshed
     if key != _refreshed:
-        done: set[type] = set()
-        for registry in REGISTRIES.values():
-            for spec in registry.specs():
-                refresh_nested(spec, done)
-        _refreshed = key
+        refresh_all()
     if key not in _built:
         _built[key] = build_problem_model()
     return _built[key]

@@ -2,7 +2,9 @@
 
 A task's builder, called with (spec, run context), returns a :class:`ddspec.components.objectives.tasks.Task`
 (the per-sample losses on a real batch). Capabilities: ``needs_teacher`` (a model trained on the real data
-first), ``distributions`` (it outputs predictive distributions, which distance ``kl`` compares).
+first), ``distributions`` (it outputs predictive distributions, which distance ``kl`` compares),
+``targets_loss`` (its loss is the targets' own loss on real data, what a model fitted to D̂'s targets in closed
+form or by a convex solver is judged by).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class TaskBase(SpecModel):
 TASKS.base = TaskBase
 
 
-@TASKS.register(builder="ddspec.components.objectives.tasks:test_error")
+@TASKS.register(builder="ddspec.components.objectives.tasks:test_error", capabilities=("targets_loss",))
 class TestErrorTask(TaskBase):
     """Error on the real data's distribution: the targets' loss on real samples (cross-entropy for classes,
     squared error for real-valued targets)."""

@@ -79,11 +79,13 @@ def hypergradient_fn(problem: Any, recipe: InnerRecipe) -> Hypergradient:
 class Objective:
     """Draws the scenarios of one outer iteration and builds, for each, (model, outer loss, θ_0)."""
 
-    def __init__(self, ctx: RunContext, risk: RiskMeasure) -> None:
+    def __init__(self, ctx: RunContext, risk: RiskMeasure, strata: list[int]) -> None:
         self.ctx = ctx
         p = ctx.problem
         self.risk = risk
         self.groups = GROUPS.build(p.risk.groups, ctx.data) if risk.grouped else None
+        #: The strata (classes) that have synthetic rows: a grouped risk's real batch comes from these only.
+        self.strata = strata
         pool, specs = p.scenarios.pool, ctx.scenario_models()
         self.pool = None if pool is None else ModelPool(lambda m: ctx.new_model(specs[m % len(specs)]), pool.size,
                                                          pool.max_steps)
@@ -104,6 +106,17 @@ class Objective:
         groups, count = self.groups.of_rows(self.ctx.data, rows, synthetic, labels, model)
         return lambda losses: self.risk.within(losses, groups, count)
 
+    def real_rows(self) -> torch.Tensor:
+        """Training-set indices of the real batch the task is measured on: ``optimize.real_batch_per_class`` random
+        rows of every stratum (``ctx.real_batch``); for a grouped risk, of every stratum with synthetic rows only
+        (the groups of a real row are formed from the synthetic points of its class, as in matching). When every
+        stratum has synthetic rows, both draw the same rows."""
+        per_stratum = self.ctx.problem.optimize.real_batch_per_class
+        if self.groups is None:
+            return self.ctx.real_batch(per_stratum)
+        indices = self.ctx.data.strata()
+        return torch.cat([self.ctx.sample_real(indices[c], per_stratum) for c in self.strata])
+
     def scenarios(self, iteration: int, synthetic: torch.Tensor, labels: torch.Tensor
                   ) -> list[tuple[nn.Module, Outer, Tensors | None]]:
         """(model, outer loss, θ_0 or None) per scenario; ``synthetic`` / ``labels`` (class indices) group the
@@ -112,7 +125,7 @@ class Objective:
         specs, inits = ctx.scenario_models(), p.scenarios.inits
         out = []
         if self.task is not None:
-            rows = ctx.real_batch(p.optimize.real_batch_per_class)
+            rows = self.real_rows()
             xr = ctx.data.x_train[rows]
             per_sample = self.task.per_sample(xr, ctx.data.y_train[rows])
         slots = None if self.pool is None else pool_slots(iteration, inits, len(self.pool))
@@ -178,7 +191,7 @@ def distill(ctx: RunContext) -> Distilled:
     t = p.train
     hyper = hypergradient_fn(p, InnerRecipe.of(t))
     risk = RISKS.build(p.risk)
-    objective = Objective(ctx, risk)
+    objective = Objective(ctx, risk, learned.synthetic.strata)
     opt = p.optimize
     outer_opt = make_optimizer(opt.optimizer, learned.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
     fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"

@@ -18,6 +18,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.backends.krr import one_scenario_problems
 from ddspec.compiler.estimate import seconds
 from ddspec.registry import register_backend
 
@@ -50,11 +51,10 @@ class ConvexBackend(Backend):
             problems.append(f"the model `{analysis.kind('model')}` is not linear (convex inner problems fit W x + b)")
         if not analysis.has("optimize:gradient"):
             problems.append(f"the optimize `{analysis.kind('optimize')}` is not a gradient optimizer")
-        if p.task is None or analysis.has("task:needs_teacher") or p.distance is not None:
-            problems.append("the objective must be the test error on real data (task test_error, no distance)")
-        if analysis.has("risk:groups"):
-            problems.append(f"the risk `{analysis.kind('risk')}` is over groups of real data; the convex inner "
-                            "problem has one scenario (use risk mean)")
+        if p.distance is not None:
+            problems.append(f"a distance (`{analysis.kind('distance')}`) is declared; the objective is the test "
+                            "error on real data (task test_error, no distance)")
+        problems += one_scenario_problems(analysis)
         if analysis.has("optimize:gradient") and p.optimize.augmentation.enabled:
             problems.append("optimize.augmentation is not supported")
         if problems:
@@ -68,12 +68,13 @@ class ConvexBackend(Backend):
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """Per iteration: an interior-point solve on the m synthetic samples (:data:`IPM_ITERATIONS` steps of
-        ~m q² flops at 1/:data:`CONIC_SLOWDOWN` of the nominal throughput, q = (d+1)K unknowns, plus
+        ~m q² flops at 1/:data:`CONIC_SLOWDOWN` of the nominal throughput, q = (d+1)m unknowns for the loss's
+        m weight columns (:meth:`ddspec.spec.kernel.ConvexTrain.weight_columns`: K, or 1 or 2 for binary), plus
         :data:`SOLVE_OVERHEAD_S`) and a dense KKT solve (q³); once, the same solve on the n real training
         samples (the reference model of the ``w_rel_error`` and ``agreement`` metrics). cvxpy runs on the CPU."""
         p, info = analysis.problem, analysis.data
         d, m = math.prod(info.input_shape), analysis.n_synthetic
-        q = (d + 1) * (1 if info.num_classes == 2 else info.num_outputs)
+        q = (d + 1) * p.train.weight_columns(info)
 
         def solve(samples: int) -> float:
             return seconds(IPM_ITERATIONS * CONIC_SLOWDOWN * samples * q * q, "cpu") + SOLVE_OVERHEAD_S

@@ -17,12 +17,6 @@ from ddspec.components.training.optimizers import make_optimizer
 from ddspec.runtime.context import RunContext
 
 
-def convex_model(train: Any, data: Any) -> convex.ConvexModel:
-    """The :class:`~ddspec.components.closed_form.convex.ConvexModel` of a ``train: convex`` spec on ``data``
-    (``classes`` = its number of classes; 0 for real-valued targets)."""
-    return convex.ConvexModel.of_train(train, data.num_classes)
-
-
 def outer_loss(scores: torch.Tensor, y: torch.Tensor, data: Any) -> torch.Tensor:
     """The test error of the linear model's scores on real rows: the targets' loss (cross-entropy over K columns,
     squared error for real values), or a logistic on the one column of a binary model."""
@@ -34,7 +28,7 @@ def outer_loss(scores: torch.Tensor, y: torch.Tensor, data: Any) -> torch.Tensor
 def distill(ctx: RunContext) -> Distilled:
     """``optimize.iterations`` steps of the outer optimizer on D̂ (standardized inputs; label logits when learned)."""
     p, data = ctx.problem, ctx.data
-    model = convex_model(p.train, data)
+    model = convex.ConvexModel.of_train(p.train, data.num_classes)
     synthetic = SyntheticSet.create(p, data, ctx.generator, torch.float64, labels="logits")
     learned = synthetic.tensors
     opt = p.optimize
@@ -67,7 +61,7 @@ def distill(ctx: RunContext) -> Distilled:
 def convex_metrics(problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """The inner problem solved on D̂ (W_S) and on all real data (W), compared on W̃ = [W; bᵀ]
     (:func:`~ddspec.components.closed_form.compare.weight_metrics`)."""
-    model = convex_model(problem.train, data)
+    model = convex.ConvexModel.of_train(problem.train, data.num_classes)
     y_s = y.numpy() if y.dim() == 1 else model.loss.solver_labels(y.double(), model.classes).numpy()
     solutions = (convex.solve(model, flat64(data.x_train), data.y_train.cpu().numpy()),
                  convex.solve(model, flat64(x), y_s))

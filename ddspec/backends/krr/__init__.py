@@ -30,6 +30,34 @@ if TYPE_CHECKING:
 KIP_OPTIMIZER, KIP_LR = "adam", 0.01
 
 
+def one_scenario_problems(analysis: Analysis) -> list[str]:
+    """Why a problem whose inner model is solved exactly (closed form or convex) does not fit it, if it does not:
+    the task must be the targets' own loss on real data (capability ``targets_loss``; or no task), and the risk an
+    expectation over scenarios of which there is one (one init, no scenario models, no model pool) — the exact
+    solution on D̂ has no initialisation or architecture to draw."""
+    p, problems = analysis.problem, []
+    if p.task is not None and not analysis.has("task:targets_loss"):
+        problems.append(f"the task `{analysis.kind('task')}` is not the targets' own loss on real data (the model "
+                        "is fitted to D̂'s targets and judged by that loss; use task test_error, or no task)")
+    if analysis.has("risk:groups"):
+        problems.append(f"the risk `{analysis.kind('risk')}` is over groups of real data; the inner problem is "
+                        "solved exactly for one model of all of it (one scenario: use risk mean)")
+    elif not analysis.has("risk:expectation"):
+        problems.append(f"the risk `{analysis.kind('risk')}` weighs scenarios, but the inner problem is solved "
+                        "exactly: there is one scenario (use risk mean)")
+    scenarios = p.scenarios
+    if scenarios.inits > 1:
+        problems.append(f"scenarios.inits is {scenarios.inits}, but the inner problem is solved exactly: there is "
+                        "one scenario, with no initialisation to draw (set scenarios.inits: 1)")
+    if scenarios.models:
+        problems.append("scenarios.models lists other architectures, but the inner problem is solved exactly for "
+                        "the declared model only (remove scenarios.models)")
+    if scenarios.pool is not None:
+        problems.append("scenarios.pool warm-starts trained models, but the inner problem is solved exactly "
+                        "(remove scenarios.pool)")
+    return problems
+
+
 @register_backend
 class KRRBackend(Backend):
     name = "krr"
@@ -46,9 +74,7 @@ class KRRBackend(Backend):
             problems.append(f"the optimize `{analysis.kind('optimize')}` is neither exact nor gradient (KIP)")
         if analysis.problem.distance is not None:
             problems.append("a distance is declared (the objective is W_S = W, or KIP's test error)")
-        if analysis.has("risk:groups"):
-            problems.append(f"the risk `{analysis.kind('risk')}` is over groups of real data; the closed form fits "
-                            "one model to all of it (one scenario: use risk mean)")
+        problems += one_scenario_problems(analysis)
         if problems:
             return False, "; ".join(problems)
         targets = "real-valued targets" if analysis.has("targets:real") else "class targets"

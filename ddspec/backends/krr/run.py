@@ -16,7 +16,7 @@ import torch
 from ddspec.backends.base import Distilled
 from ddspec.components.closed_form import krr
 from ddspec.components.closed_form.compare import Fitted, weight_metrics
-from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve, targets
+from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve
 from ddspec.components.synthetic.init import init_synthetic
 from ddspec.components.synthetic.set import SyntheticSet
 from ddspec.components.training.optimizers import make_optimizer
@@ -24,11 +24,16 @@ from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
 
+def rows64(data: Any, y: torch.Tensor) -> np.ndarray:
+    """The targets ``y`` as float64 numpy rows (:meth:`~ddspec.components.objectives.targets.Targets.rows`:
+    one-hot for class indices)."""
+    return data.targets.rows(y.detach().cpu()).double().numpy()
+
+
 def full_data_model(problem: Any, data: Any) -> tuple[krr.FeatureMap, np.ndarray]:
     """(φ, W): the feature map and the ridge weights fitted to all real training data."""
     fm = feature_map(problem.model.features, int(np.prod(data.input_shape)))
-    return fm, krr.fit_krr(fm(flat64(data.x_train)), targets(data.y_train, data.targets.num_outputs),
-                           problem.model.lam)
+    return fm, krr.fit_krr(fm(flat64(data.x_train)), rows64(data, data.y_train), problem.model.lam)
 
 
 def infeasible(err: krr.KRRInfeasible, label_only: bool) -> SpecError:
@@ -50,7 +55,7 @@ def exact(ctx: RunContext) -> Distilled:
         if p.optimize.label_only:
             X_s, Y_s = X_hat, krr.label_only(W, Phi_hat, lam_s)
         else:
-            Y = targets(y0, data.targets.num_outputs) if p.optimize.labels == "onehot" else Phi_hat @ W.T
+            Y = rows64(data, y0) if p.optimize.labels == "onehot" else Phi_hat @ W.T
             Z = krr.regularized_pinv(Phi_hat, lam_s).T
             result = krr.distill_inputs(fm, W, Y, lam_s, Z, branch="nearest", reference=Phi_hat)
             X_s, Y_s = result.X, result.Y
@@ -98,5 +103,5 @@ def distill(ctx: RunContext) -> Distilled:
 def kernel_metrics(problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """W_S = Y_S φ_λS(X_S)⁺ against the full-data W (:func:`~ddspec.components.closed_form.compare.weight_metrics`)."""
     fm, W = full_data_model(problem, data)
-    W_s = krr.fit_krr(fm(flat64(x)), targets(y, data.targets.num_outputs), problem.train.lam_synthetic)
+    W_s = krr.fit_krr(fm(flat64(x)), rows64(data, y), problem.train.lam_synthetic)
     return weight_metrics(*(Fitted(w, lambda rows, w=w: fm(rows) @ w.T) for w in (W, W_s)), data)

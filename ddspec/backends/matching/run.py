@@ -4,9 +4,9 @@ Randomness: real batches, augmentation seeds and network mini-batches come from 
 network initialisations from the global torch RNG; the loop checkpoints both, with the synthetic
 tensors and their optimizer, so a resumed run continues bit-for-bit.
 
-The distance is the behaviour object its registered builder returns (``DISTANCES.build``): a gradient
-surrogate (capability ``needs_network_training``: :func:`gradient_iteration`) or an embedding surrogate
-(:func:`embedding_iteration`). The risk is a :class:`~ddspec.components.objectives.risks.RiskMeasure`; a
+The distance is the behaviour object its registered builder returns (``DISTANCES.build(spec, ctx)``, the
+signature every distance builder has): a gradient surrogate (capability ``needs_network_training``:
+:func:`gradient_iteration`) or an embedding surrogate (:func:`embedding_iteration`). The risk is a :class:`~ddspec.components.objectives.risks.RiskMeasure`; a
 grouped one (:func:`train_network_robust`, :func:`grouped_class_distance`) takes separate code paths, and the
 plain expectation runs exactly the code (and the random draws) it ran before grouped risks existed. The
 groups (``GROUPS.build``) draw no randomness (:mod:`ddspec.components.objectives.groups`).
@@ -85,7 +85,7 @@ class Matcher:
         risk = RISKS.build(p.risk)
         groups = GROUPS.build(p.risk.groups, ctx.data) if risk.grouped else None
         return cls(ctx, synthetic, make_augment(p, ctx.data.input_shape), ctx.data.strata(),
-                   DISTANCES.build(p.distance), risk, groups)
+                   DISTANCES.build(p.distance, ctx), risk, groups)
 
     def seed(self) -> int:
         return int(torch.randint(SEED_BOUND, (), generator=self.ctx.generator))

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from ddspec.errors import RunFailure
+from ddspec.spec.kernel import ConvexLossFacts, ConvexTrain
 
 SOLVER_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "tol_ktratio": 1e-7,
                   "max_iter": 500}
@@ -177,15 +178,28 @@ class ConvexLoss:
     """One inner objective: its loss ℓ and penalty, in cvxpy (solving) and torch (the local smooth problem), the
     targets it takes, and its share of the active-set rule (module docstring). ``spec``: its ``train: convex``
     (loss, penalty); ``real_targets``: takes real-valued targets (``classes = 0``); ``constrainable``: takes a
-    constraint on W; ``hard_labels``: its targets are fixed classes, with no derivative; ``pins``: the
-    coordinates its penalty pins."""
+    constraint on W; ``pins``: the coordinates its penalty pins. What the declaration needs to know without
+    numpy (fixed labels, weight columns) is its spec's :attr:`facts`."""
 
     name: str = ""
     spec: tuple[str, str] = ("", "")
     real_targets = False
     constrainable = False
-    hard_labels = False
     pins: Pins = CONSTRAINTS[None]
+
+    @property
+    def facts(self) -> ConvexLossFacts:
+        """Its :class:`~ddspec.spec.kernel.ConvexLossFacts` (fixed labels, weight columns)."""
+        return ConvexTrain.LOSSES[self.spec[0]]
+
+    @property
+    def hard_labels(self) -> bool:
+        """Its targets are fixed classes, with no derivative (no dL/dT)."""
+        return self.facts.fixed_labels
+
+    def columns(self, K: int, outputs: int = 1) -> int:
+        """m, the columns of the target matrix T and of W for ``K`` classes (0: ``outputs`` real targets)."""
+        return self.facts.columns(K, K or outputs)
 
     def targets(self, Y: np.ndarray, K: int) -> np.ndarray:
         """The (n, m) target matrix T (see :func:`targets`)."""
@@ -279,7 +293,7 @@ class Hinge(ConvexLoss):
     """Linear SVM: ℓ = Σ_k max(0, 1 − t_k z_k), t = 2y − 1 (one column for K = 2, one-vs-rest for K > 2), penalty
     (λ/2)‖W‖²_F; margin samples (t z = 1) are the active constraints."""
 
-    name, spec, hard_labels = "svm", ("svm", "l2"), True
+    name, spec = "svm", ("svm", "l2")
 
     def targets(self, Y: np.ndarray, K: int) -> np.ndarray:
         onehot = _onehot(self.name, Y, K)

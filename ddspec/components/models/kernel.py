@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ddspec.components.closed_form import krr
+from ddspec.components.objectives.targets import ClassTargets, RealTargets
 from ddspec.registry import FEATURES
 
 
@@ -46,19 +47,6 @@ def flat64(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().double().reshape(len(x), -1).numpy()
 
 
-def target_rows(y: torch.Tensor, num_outputs: int, dtype: torch.dtype) -> torch.Tensor:
-    """Regression targets (n × k, differentiable): one-hot rows for int64 class indices, real values (n) as one
-    column, rows (n × k: soft labels or real targets) as they are."""
-    if y.dim() == 1 and not y.is_floating_point():
-        return torch.nn.functional.one_hot(y.long(), num_outputs).to(dtype)
-    return y.reshape(len(y), -1).to(dtype)
-
-
-def targets(y: torch.Tensor, num_outputs: int) -> np.ndarray:
-    """:func:`target_rows` as float64 numpy."""
-    return target_rows(y.detach().cpu(), num_outputs, torch.float64).numpy()
-
-
 def kernel_ridge_solve(phi: torch.Tensor, y: torch.Tensor, lam: float, relative: bool = False) -> torch.Tensor:
     """Wᵀ = Φᵀ (Φ Φᵀ + λ̃ I)⁻¹ Y (the kernel form: an n × n solve; Φ⁺ Y for λ = 0), differentiable in Φ and Y;
     λ̃ = λ, or λ · tr(Φ Φᵀ)/n with ``relative`` (invariant to the scale of Φ)."""
@@ -83,7 +71,11 @@ class KernelRidge(nn.Module):
         return self.fm(flat64(x))
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, lam: float) -> KernelRidge:
-        self.W = krr.fit_krr(self.features(x), targets(y, self.num_outputs), lam)
+        """W for targets ``y``: int64 class indices (one-hot rows), or float rows (soft labels, real values) as
+        :meth:`~ddspec.components.objectives.targets.Targets.rows` gives them."""
+        k = self.num_outputs
+        kind = RealTargets(k) if y.is_floating_point() else ClassTargets(k)
+        self.W = krr.fit_krr(self.features(x), kind.rows(y.detach().cpu()).double().numpy(), lam)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Matching distances (surrogates): gradient matching (DC), feature means (DM), RBF MMD².
 
 Each returns a scalar tensor differentiable w.r.t. its (synthetic) inputs; the backends sum the
-per-class values. The registered builders (``build_*``, named in :mod:`ddspec.spec.distance`) return
-the behaviour objects the matching backend calls:
+per-class values. The registered builders (``build_*``, named in :mod:`ddspec.spec.distance`) take
+``(spec, ctx)`` like every distance builder (``DISTANCES.build(spec, ctx)``, ``ctx`` the run's
+:class:`~ddspec.runtime.context.RunContext`; these surrogates ignore it, trajectory matching trains its experts
+with it) and return the behaviour objects the matching backend calls:
 
 - an embedding surrogate (capability ``embedding``): ``d(real_features, synthetic_features)`` over the
   rows of one class (:class:`FeatureMean`, :class:`MMD`);
@@ -121,13 +123,16 @@ class MMD:
         return mmd2(f_real, f_syn, self.bandwidths)
 
 
-def build_gradient_match(spec: Any) -> GradientMatch:
+def build_gradient_match(spec: Any, ctx: Any) -> GradientMatch:
+    """The builder of ``gradient_match`` (``ctx`` unused)."""
     return GradientMatch(spec.skip_bias_and_norm)
 
 
-def build_feature_mean(spec: Any) -> FeatureMean:
+def build_feature_mean(spec: Any, ctx: Any) -> FeatureMean:
+    """The builder of ``feature_mean`` (``ctx`` unused)."""
     return FeatureMean()
 
 
-def build_mmd(spec: Any) -> MMD:
+def build_mmd(spec: Any, ctx: Any) -> MMD:
+    """The builder of ``mmd`` (``ctx`` unused)."""
     return MMD(None if spec.bandwidths is None else tuple(spec.bandwidths))

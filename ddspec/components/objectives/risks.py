@@ -34,7 +34,11 @@ class RiskMeasure:
       ∂R/∂ℓ_s (by autograd) as the scenarios' weights, so it must be differentiable in ``losses``;
     - :meth:`within`: how the per-sample losses ℓ_i of one scenario on a real batch become that scenario's
       loss — their mean, unless the risk is ``grouped`` (capability ``groups``: it acts on groups of the real
-      data, and ``groups`` / ``num_groups`` give each sample's group)."""
+      data, and ``groups`` / ``num_groups`` give each sample's group);
+    - :meth:`over_groups` (``grouped`` risks only): how one class's per-group distances d_g and its plain,
+      ungrouped distance become that class's distance, where a matching backend compares embeddings.
+
+    A risk that sets ``grouped = True`` implements both :meth:`within` (with groups) and :meth:`over_groups`."""
 
     grouped: bool = False
 
@@ -47,6 +51,18 @@ class RiskMeasure:
     def within(self, losses: torch.Tensor, groups: torch.Tensor | None = None, num_groups: int = 0) -> torch.Tensor:
         """(1/n) Σ_i ℓ_i."""
         return losses.mean()
+
+    def over_groups(self, distances: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """One class's distance from ``distances`` (1-D: one distance per non-empty group of the class's real
+        batch, each to the class's whole synthetic set) and ``whole`` (the plain distance of the whole real batch,
+        a scalar); differentiable in both. The matching backend calls it for every ``grouped`` risk."""
+        raise NotImplementedError(
+            f"{type(self).__name__} is grouped but does not define over_groups(distances, whole), which the matching "
+            "backend's embedding distances call for a grouped risk: implement it (see GroupCVaR.over_groups)"
+            if self.grouped else
+            f"{type(self).__name__} is not grouped: over_groups applies only to risks with grouped = True "
+            "(capability `groups`)"
+        )
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ def label_scale(num_classes: int) -> float:
 
 
 def label_logits(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Learnable label logits (one-hot x :func:`label_scale`) for class indices ``y``."""
-    return (torch.nn.functional.one_hot(y, num_classes).float() * label_scale(num_classes)).requires_grad_(True)
+    """The starting label logits (one-hot x :func:`label_scale`) for class indices ``y`` (the caller makes its
+    learnable leaf of them)."""
+    return torch.nn.functional.one_hot(y, num_classes).float() * label_scale(num_classes)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,21 +77,21 @@ class SyntheticSet:
     @classmethod
     def starting_at(cls, problem: Any, data: Dataset, x: torch.Tensor, y: torch.Tensor,
                     dtype: torch.dtype = torch.float32, labels: LabelForm = "logits") -> SyntheticSet:
-        """A synthetic set starting at (x, y), stratum-major."""
+        """A synthetic set starting at (x, y), stratum-major. The data's targets decide what y is: class
+        indices (``data.num_classes`` > 0), or real-valued rows, always learned as rows."""
         mean, std = channel_stats(data.x_train)
         mean, std = mean.to(dtype), std.to(dtype)
+        classes = data.num_classes > 0
+        form: LabelForm = labels if classes else "rows"
         learned = None
         if problem.synthetic.learn_labels:
-            if y.is_floating_point() or labels == "rows":
-                learned = data.targets.rows(y).to(dtype).detach().clone().requires_grad_(True)
-            else:
-                learned = label_logits(y, data.num_classes).to(dtype).detach().requires_grad_(True)
+            start = data.targets.rows(y) if form == "rows" else label_logits(y, data.num_classes)
+            learned = start.to(dtype).detach().clone().requires_grad_(True)
         strata = len(data.strata())
-        counts = torch.bincount(y.cpu(), minlength=strata).tolist() if not y.is_floating_point() else [len(y)]
+        counts = torch.bincount(y.cpu(), minlength=strata).tolist() if classes else [len(y)]
         ends = [sum(counts[: c + 1]) for c in range(strata)]
         z = ((x.to(dtype) - mean) / std).detach().requires_grad_(True)
-        return cls(z, mean, std, y, learned, "rows" if y.is_floating_point() else labels,
-                   [slice(e - n, e) for e, n in zip(ends, counts)])
+        return cls(z, mean, std, y, learned, form, [slice(e - n, e) for e, n in zip(ends, counts)])
 
     @property
     def x(self) -> torch.Tensor:

@@ -7,25 +7,24 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ddspec.components.training.optimizers import make_optimizer
 
 Augmenter = Callable[[torch.Tensor, int], torch.Tensor]
 EpochHook = Callable[[int, nn.Module], None]
-#: ``loss(outputs, y) -> scalar``: the mean loss of a batch (e.g. ``Dataset.targets.loss``).
+#: ``loss(outputs, y) -> scalar``: the mean loss of a batch (``Dataset.targets.loss``: cross-entropy for classes,
+#: squared error for real-valued targets).
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Any, order: torch.Generator,
-        augment: Augmenter | None = None, on_epoch: EpochHook | None = None, loss: Loss = F.cross_entropy
-        ) -> nn.Module:
+        augment: Augmenter | None = None, on_epoch: EpochHook | None = None, *, loss: Loss) -> nn.Module:
     """Minimize (1/|B|) Σ_{i∈B} ℓ(model(aug(x_i)), y_i) over batches shuffled by ``order`` for
-    ``recipe.epochs`` epochs (lr × 0.1 from epoch ⌊epochs/2⌋ if ``recipe.lr_drop_at_half``), ℓ = ``loss``:
-    cross-entropy by default, ``Dataset.targets.loss`` where the targets may be real values; one
-    augmentation draw per batch, its seed drawn from ``order``. ``on_epoch(e, model)`` runs after
-    each epoch e = 1..epochs. Returns the final model in eval mode."""
+    ``recipe.epochs`` epochs (lr × 0.1 from epoch ⌊epochs/2⌋ if ``recipe.lr_drop_at_half``), ℓ = ``loss``
+    (required, no default: the data's ``Dataset.targets.loss``, so real-valued targets never train with
+    cross-entropy); one augmentation draw per batch, its seed drawn from ``order``. ``on_epoch(e, model)``
+    runs after each epoch e = 1..epochs. Returns the final model in eval mode."""
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay)
     drop_at = recipe.epochs // 2 if recipe.lr_drop_at_half else 0
     model.train()

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ddspec.components.models.kernel import kernel_ridge_solve, target_rows
+from ddspec.components.models.kernel import kernel_ridge_solve
+from ddspec.components.objectives.targets import ClassTargets
 from ddspec.components.training.unroll import (
     Hypergradient,
     InnerData,
@@ -54,8 +55,8 @@ def ridge_head_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRec
     params, _ = run_steps(model, names, params, init_buffers(recipe, params), data, recipe, 0, recipe.steps, False)
     body = {n[len("features."):]: p.detach() for n, p in zip(names, params) if n.startswith("features.")}
     features = functional_call(model.features, body, (data.x,)).flatten(1)
-    weight, bias = ridge_head(features, scale * target_rows(data.targets, model.head.out_features, features.dtype),
-                              ridge)
+    rows = ClassTargets(model.head.out_features).rows(data.targets).to(features.dtype)  # class targets only
+    weight, bias = ridge_head(features, scale * rows, ridge)
     head = dict(zip(HEAD, (weight, bias)))
     loss = outer([head.get(n, p.detach()) for n, p in zip(names, params)])
     return float(loss.detach()), grads_or_zeros(loss, data.leaves())

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -68,13 +67,14 @@ class InnerRecipe:
 class InnerData:
     """What the unroll trains on: inputs ``x``, targets (int64 classes, N x K probabilities or real values),
     the per-step learning rates ``lrs`` (K), each step's batch indices (None = the whole set), and the
-    batch-mean ``loss`` ℓ (cross-entropy; ``Dataset.targets.loss`` for the data's kind of targets)."""
+    batch-mean ``loss`` ℓ (no default: ``Dataset.targets.loss``, cross-entropy for classes, squared error for
+    real-valued targets)."""
 
     x: torch.Tensor
     targets: torch.Tensor
     lrs: torch.Tensor
     batches: Sequence[torch.Tensor | None]
-    loss: Loss = F.cross_entropy
+    loss: Loss
 
     def batch(self, k: int, differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x, t = (self.x, self.targets) if differentiable else (self.x.detach(), self.targets.detach())
@@ -90,8 +90,8 @@ class InnerData:
 
 
 def train_loss(model: nn.Module, names: Sequence[str], params: Sequence[torch.Tensor], x: torch.Tensor,
-               targets: torch.Tensor, loss: Loss = F.cross_entropy) -> torch.Tensor:
-    """The batch mean of ℓ(f_θ(x), targets) (``loss``: cross-entropy unless the data's targets say otherwise)."""
+               targets: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """The batch mean of ℓ(f_θ(x), targets), ℓ = ``loss`` (the data's ``targets.loss``)."""
     return loss(functional_call(model, dict(zip(names, params)), (x,)), targets)
 
 
