@@ -10,6 +10,7 @@ when the problem is compiled.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +63,10 @@ class Backend:
         raise NotImplementedError
 
     def run(self, ctx: RunContext) -> Distilled:
-        """Distill; use ``ctx.loop`` for iterations (progress, checkpoints, resume, divergence)."""
-        raise NotImplementedError
+        """Distill; use ``ctx.outer``/``ctx.loop`` for iterations (progress, checkpoints, resume, divergence).
+        By default: ``distill(ctx)`` of the module ``run`` beside the declaration (``backends/<name>/run.py``),
+        imported here so that the declaration stays light."""
+        return importlib.import_module(f"{type(self).__module__}.run").distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Backend-specific figures added to ``metrics.json`` after the evaluation protocol (default: none)."""

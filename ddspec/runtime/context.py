@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ddspec.components.training.optimizers import lr_scheduler
+from ddspec.components.training.optimizers import lr_scheduler, make_optimizer
 from ddspec.registry import MODELS
 from ddspec.runtime.artifacts import CHECKPOINT
 from ddspec.runtime.loop import Loop
@@ -40,17 +41,26 @@ class RunContext:
     loops: list[Loop] = field(default_factory=list)
     prepare_seconds: float = 0.0
 
-    def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "") -> Loop:
-        """A checkpointed loop over ``total`` outer iterations; ``state`` gets the generator added. The outer
-        optimizer ``state["opt"]`` follows ``optimize.lr_schedule`` (a torch lr scheduler stepped after each
-        iteration and checkpointed as ``lr_schedule``)."""
-        outer = state.get("opt")
+    def outer(self, tensors: dict[str, torch.Tensor], desc: str, fix: str, state: dict[str, Any] | None = None
+              ) -> tuple[torch.optim.Optimizer, Loop]:
+        """The outer optimizer of a gradient ``optimize`` (SGD or Adam with its lr, momentum and weight decay) over
+        the learned ``tensors``, and a checkpointed loop over ``optimize.iterations`` that saves the tensors, the
+        optimizer, its lr schedule (``optimize.lr_schedule``: a torch scheduler stepped after each iteration) and
+        the extra ``state``."""
+        opt = self.problem.optimize
+        optimizer = make_optimizer(opt.optimizer, tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
+        saved = {**tensors, "opt": optimizer, **(state or {})}
         after_each = None
-        if self.analysis.has("optimize:gradient") and self.problem.optimize.lr_schedule != "constant" and \
-                isinstance(outer, torch.optim.Optimizer):
-            scheduler = lr_scheduler(outer, self.problem.optimize.lr_schedule, total)
-            state = {**state, "lr_schedule": scheduler}
+        if opt.lr_schedule != "constant":
+            scheduler = lr_scheduler(optimizer, opt.lr_schedule, opt.iterations)
+            saved["lr_schedule"] = scheduler
             after_each = scheduler.step
+        return optimizer, self.loop(opt.iterations, saved, desc, fix, after_each)
+
+    def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "",
+             after_each: Callable[[], Any] | None = None) -> Loop:
+        """A checkpointed loop over ``total`` iterations; ``state`` (with the generator added) is what its
+        checkpoints save; ``after_each()`` runs after every iteration."""
         loop = Loop(
             self.out / CHECKPOINT, total, self.problem.runtime.checkpoint_every,
             {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress,

@@ -24,14 +24,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.backends.base import Backend, Estimate
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 from ddspec.spec.optimize import UnrolledHypergradient
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
-    from ddspec.runtime.context import RunContext
 
 #: Outer optimizer defaults: Adam on standardized inputs, label logits and log-lrs.
 DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
@@ -139,7 +138,3 @@ class BilevelBackend(Backend):
                  "(or truncate: T), or {kind: implicit} (memory independent of K)"
         return Estimate(int(memory), seconds(total, p.runtime.device), detail, advice)
 
-    def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends.bilevel.run import distill
-
-        return distill(ctx)

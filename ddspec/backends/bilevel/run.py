@@ -21,7 +21,6 @@ from ddspec.backends.base import Distilled
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.synthetic.set import SyntheticSet
 from ddspec.components.training.model_pool import ModelPool, pool_slots
-from ddspec.components.training.optimizers import make_optimizer
 from ddspec.components.training.unroll import Hypergradient, InnerData, InnerRecipe, Outer, Tensors, unit_norm
 from ddspec.registry import DISTANCES, GROUPS, HYPERGRADIENTS, RISKS, TASKS
 from ddspec.runtime.context import RunContext
@@ -193,11 +192,9 @@ def distill(ctx: RunContext) -> Distilled:
     risk = RISKS.build(p.risk)
     objective = Objective(ctx, risk, learned.synthetic.strata)
     opt = p.optimize
-    outer_opt = make_optimizer(opt.optimizer, learned.tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
     fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"
     pool = {} if objective.pool is None else {"pool": objective.pool}
-    loop = ctx.loop(opt.iterations, {**learned.tensors, "opt": outer_opt, **pool},
-                    desc=f"bilevel ({p.optimize.hypergradient.kind})", fix=fix)
+    outer_opt, loop = ctx.outer(learned.tensors, f"bilevel ({p.optimize.hypergradient.kind})", fix, pool)
     for it in loop:
         outer_opt.zero_grad()
         loss = outer_step(ctx, learned, objective, hyper, risk, it)

@@ -17,14 +17,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.backends.base import Backend, Estimate
 from ddspec.backends.krr import one_scenario_problems
 from ddspec.compiler.estimate import seconds
 from ddspec.registry import register_backend
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
-    from ddspec.runtime.context import RunContext
 
 #: Outer optimizer defaults (Adam on standardized inputs).
 DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
@@ -86,10 +85,6 @@ class ConvexBackend(Backend):
                   "metrics; float64")
         return Estimate(int(memory), total, detail)
 
-    def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends.convex.run import distill
-
-        return distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
         """W̃_S against W̃: ``w_rel_error``, and agreement and accuracies (classes) or RMSEs (real targets)."""

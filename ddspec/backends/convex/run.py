@@ -13,7 +13,6 @@ from ddspec.components.closed_form import convex
 from ddspec.components.closed_form.compare import Fitted, weight_metrics
 from ddspec.components.models.kernel import flat64
 from ddspec.components.synthetic.set import SyntheticSet
-from ddspec.components.training.optimizers import make_optimizer
 from ddspec.runtime.context import RunContext
 
 
@@ -32,9 +31,7 @@ def distill(ctx: RunContext) -> Distilled:
     synthetic = SyntheticSet.create(p, data, ctx.generator, torch.float64, labels="logits")
     learned = synthetic.tensors
     opt = p.optimize
-    optimizer = make_optimizer(opt.optimizer, learned.values(), opt.lr, opt.momentum, opt.weight_decay)
-    loop = ctx.loop(opt.iterations, {**learned, "opt": optimizer}, desc=f"convex ({model.kind})",
-                    fix=f"lower optimize.lr (now {opt.lr:g})")
+    optimizer, loop = ctx.outer(learned, f"convex ({model.kind})", f"lower optimize.lr (now {opt.lr:g})")
     for it in loop:
         x = synthetic.x.reshape(len(synthetic.z), -1)
         y = model.loss.solver_labels(synthetic.targets(), model.classes)

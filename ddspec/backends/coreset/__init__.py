@@ -19,13 +19,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.backends.base import Backend, Estimate
 from ddspec.compiler.estimate import seconds
 from ddspec.registry import register_backend
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
-    from ddspec.runtime.context import RunContext
 
 #: Samples embedded per forward pass.
 EMBED_BATCH = 1024
@@ -63,7 +62,3 @@ class CoresetBackend(Backend):
             how += ", one no-grad forward of the training set"
         return Estimate(int(memory), seconds(flops, p.runtime.device), how + "; float32")
 
-    def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends.coreset.run import select
-
-        return select(ctx)

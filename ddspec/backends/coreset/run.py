@@ -52,7 +52,7 @@ def features(ctx: RunContext) -> torch.Tensor:
 SELECTORS = {"herding": herding, "kcenter": kcenter}
 
 
-def select(ctx: RunContext) -> Distilled:
+def distill(ctx: RunContext) -> Distilled:
     """Pick ``synthetic.counts(strata)[c]`` real samples of each class c with ``optimize.method``."""
     method = ctx.problem.optimize.method
     strata = ctx.data.strata()

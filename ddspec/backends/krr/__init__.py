@@ -18,13 +18,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.backends.base import Backend, Estimate
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
-    from ddspec.runtime.context import RunContext
 
 #: KIP's outer optimizer defaults (Adam on standardized inputs).
 KIP_OPTIMIZER, KIP_LR = "adam", 0.01
@@ -110,10 +109,6 @@ class KRRBackend(Backend):
                      f"samples and a {m}x{m} kernel solve"
         return Estimate(int(memory), seconds(total, p.runtime.device), detail + "; float64")
 
-    def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends.krr.run import distill
-
-        return distill(ctx)
 
     def extra_metrics(self, problem: Any, data: Any, x: Any, y: Any) -> dict[str, Any]:
         """W_S against W: ``w_rel_error``, and agreement and accuracies (classes) or RMSEs (real targets)."""

@@ -19,7 +19,6 @@ from ddspec.components.closed_form.compare import Fitted, weight_metrics
 from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve
 from ddspec.components.synthetic.init import init_synthetic
 from ddspec.components.synthetic.set import SyntheticSet
-from ddspec.components.training.optimizers import make_optimizer
 from ddspec.errors import SpecError
 from ddspec.runtime.context import RunContext
 
@@ -73,9 +72,7 @@ def kip(ctx: RunContext) -> Distilled:
     synthetic = SyntheticSet.create(p, data, ctx.generator, torch.float64, labels="rows")
     learned = synthetic.tensors
     opt = p.optimize
-    optimizer = make_optimizer(opt.optimizer, learned.values(), opt.lr, opt.momentum, opt.weight_decay)
-    loop = ctx.loop(opt.iterations, {**learned, "opt": optimizer}, desc="KIP",
-                    fix=f"lower optimize.lr (now {opt.lr:g})")
+    optimizer, loop = ctx.outer(learned, "KIP", f"lower optimize.lr (now {opt.lr:g})")
     lam_s = p.train.lam_synthetic
 
     def rows() -> torch.Tensor:

@@ -52,13 +52,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Distilled, Estimate
+from ddspec.backends.base import Backend, Estimate
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
-    from ddspec.runtime.context import RunContext
 
 #: Facts the backend needs, with what to say when one is missing.
 REQUIRED = (
@@ -173,7 +172,3 @@ class MatchingBackend(Backend):
         )
         return Estimate(int(memory), seconds(total, p.runtime.device), detail)
 
-    def run(self, ctx: RunContext) -> Distilled:
-        from ddspec.backends.matching.run import distill
-
-        return distill(ctx)

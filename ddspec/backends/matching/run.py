@@ -232,10 +232,9 @@ def distill(ctx: RunContext) -> Distilled:
     m = Matcher.create(ctx)
     opt = p.optimize
     tensors = m.synthetic.tensors
-    synthetic_opt = make_optimizer(opt.optimizer, tensors.values(), opt.lr, opt.momentum, opt.weight_decay)
     step = gradient_iteration if trains_networks(ctx.analysis) else embedding_iteration
     fix = f"lower optimize.lr (now {opt.lr:g}), e.g. to {opt.lr / 10:g}"
-    loop = ctx.loop(opt.iterations, {**tensors, "opt": synthetic_opt}, desc=f"matching ({p.distance.kind})", fix=fix)
+    synthetic_opt, loop = ctx.outer(tensors, f"matching ({p.distance.kind})", fix)
     for it in loop:
         loop.record(it, loss=step(m, synthetic_opt, it))
         loop.check_finite(it, **tensors)
