@@ -11,6 +11,7 @@ when the problem is compiled.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,3 +72,10 @@ class Backend:
     def extra_metrics(self, problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Backend-specific figures added to ``metrics.json`` after the evaluation protocol (default: none)."""
         return {}
+
+
+def missing_facts(analysis: Analysis, required: Iterable[tuple[str, str, str]]) -> list[str]:
+    """What ``can_lower`` says for each required fact the problem lacks: ``(fact, axis, why)`` gives
+    "the <axis> `<kind>` <why>", or "no <axis> is declared" when that section is unset."""
+    return [f"the {axis} `{analysis.kind(axis)}` {why}" if analysis.kind(axis) else f"no {axis} is declared"
+            for fact, axis, why in required if not analysis.has(fact)]

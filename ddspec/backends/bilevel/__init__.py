@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate
+from ddspec.backends.base import Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 from ddspec.spec.optimize import UnrolledHypergradient
@@ -32,6 +32,12 @@ from ddspec.spec.optimize import UnrolledHypergradient
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
 
+#: Facts the backend needs, with what to say when one is missing.
+REQUIRED = (
+    ("optimize:gradient", "optimize", "is not a gradient optimizer"),
+    ("train:differentiable", "train", "is not differentiable training"),
+    ("model:differentiable", "model", "is not differentiable"),
+)
 #: Outer optimizer defaults: Adam on standardized inputs, label logits and log-lrs.
 DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
 #: Inner steps K when the spec leaves train.steps unset (test_error / predictions; trajectory: N).
@@ -46,13 +52,7 @@ class BilevelBackend(Backend):
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
         p = analysis.problem
-        problems = []
-        if not analysis.has("optimize:gradient"):
-            problems.append(f"the optimize `{analysis.kind('optimize')}` is not a gradient optimizer")
-        if not analysis.has("train:differentiable"):
-            problems.append(f"the train `{analysis.kind('train')}` is not differentiable training")
-        if not analysis.has("model:differentiable"):
-            problems.append(f"the model `{analysis.kind('model')}` is not differentiable")
+        problems = missing_facts(analysis, REQUIRED)
         experts = analysis.has("distance:needs_experts")
         if analysis.has("distance:surrogate") and not experts:
             problems.append(f"`{p.distance.kind}` is a matching surrogate (the matching backend runs it)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate
+from ddspec.backends.base import Backend, Estimate, missing_facts
 from ddspec.backends.krr import one_scenario_problems
 from ddspec.compiler.estimate import seconds
 from ddspec.registry import register_backend
@@ -25,6 +25,12 @@ from ddspec.registry import register_backend
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
 
+#: Facts the backend needs, with what to say when one is missing.
+REQUIRED = (
+    ("train:convex", "train", "is not a convex inner problem"),
+    ("model:linear", "model", "is not linear (convex inner problems fit W x + b)"),
+    ("optimize:gradient", "optimize", "is not a gradient optimizer"),
+)
 #: Outer optimizer defaults (Adam on standardized inputs).
 DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
 #: Interior-point iterations assumed by the time estimate.
@@ -43,13 +49,7 @@ class ConvexBackend(Backend):
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
         p = analysis.problem
-        problems = []
-        if not analysis.has("train:convex"):
-            problems.append(f"the train `{analysis.kind('train')}` is not a convex inner problem")
-        if not analysis.has("model:linear"):
-            problems.append(f"the model `{analysis.kind('model')}` is not linear (convex inner problems fit W x + b)")
-        if not analysis.has("optimize:gradient"):
-            problems.append(f"the optimize `{analysis.kind('optimize')}` is not a gradient optimizer")
+        problems = missing_facts(analysis, REQUIRED)
         if p.distance is not None:
             problems.append(f"a distance (`{analysis.kind('distance')}`) is declared; the objective is the test "
                             "error on real data (task test_error, no distance)")

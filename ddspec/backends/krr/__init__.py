@@ -18,13 +18,18 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate
+from ddspec.backends.base import Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
 
+#: Facts the backend needs, with what to say when one is missing.
+REQUIRED = (
+    ("model:kernel", "model", "is not a kernel model (model.features, W φ(x))"),
+    ("train:closed_form", "train", "does not fit the model in closed form"),
+)
 #: KIP's outer optimizer defaults (Adam on standardized inputs).
 KIP_OPTIMIZER, KIP_LR = "adam", 0.01
 
@@ -64,11 +69,7 @@ class KRRBackend(Backend):
     preference = 10
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
-        problems = []
-        if not analysis.has("model:kernel"):
-            problems.append(f"the model `{analysis.kind('model')}` is not a kernel model (model.features, W φ(x))")
-        if not analysis.has("train:closed_form"):
-            problems.append(f"the train `{analysis.kind('train')}` does not fit the model in closed form")
+        problems = missing_facts(analysis, REQUIRED)
         if not (analysis.has("optimize:exact") or analysis.has("optimize:gradient")):
             problems.append(f"the optimize `{analysis.kind('optimize')}` is neither exact nor gradient (KIP)")
         if analysis.problem.distance is not None:

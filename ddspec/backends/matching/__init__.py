@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate
+from ddspec.backends.base import Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 
@@ -96,10 +96,7 @@ class MatchingBackend(Backend):
     preference = 50
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
-        problems = [
-            f"the {axis} `{analysis.kind(axis)}` {why}" if analysis.kind(axis) else f"no {axis} is declared"
-            for fact, axis, why in REQUIRED if not analysis.has(fact)
-        ]
+        problems = missing_facts(analysis, REQUIRED)
         distance = analysis.kind("distance")
         if analysis.has("distance:surrogate") and not (trains_networks(analysis) or analysis.has("distance:embedding")):
             problems.append(f"the surrogate `{distance}` compares neither embeddings (capability `embedding`) nor "
