@@ -57,3 +57,34 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def convex_spec() -> dict:
+    """breast_cancer, 2 points per class; the outer loss uses every real training sample (no batch noise)."""
+    return {
+        "name": "convex",
+        "data": {"kind": "tabular", "name": "breast_cancer"},
+        "synthetic": {"per_class": 2},
+        "model": {"kind": "linear"},
+        "task": {"kind": "test_error"},
+        "train": {"kind": "convex", "loss": "logistic", "penalty": "l2", "lam": 0.01},
+        "optimize": {"kind": "gradient", "iterations": 15, "real_batch_per_class": 10_000, "lr": 0.05},
+        "evaluate": {"seeds": [0], "epochs": 5, "metrics": ["accuracy"]},
+        "runtime": {"progress": False, "threads": 1},
+    }
+
+
+@pytest.fixture
+def krr_spec() -> dict:
+    """digits, one point per class, exact kernel ridge distillation."""
+    return {
+        "name": "krr",
+        "data": {"kind": "digits"},
+        "synthetic": {"per_class": 1},
+        "model": {"kind": "kernel_ridge", "lam": 1e-3},
+        "train": {"kind": "closed_form"},
+        "optimize": {"kind": "exact"},
+        "evaluate": {"seeds": [0], "metrics": ["accuracy"]},
+        "runtime": {"progress": False, "threads": 1},
+    }

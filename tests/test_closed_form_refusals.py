@@ -14,35 +14,6 @@ import ddspec
 from ddspec.errors import BackendUnavailableError, WellPosednessError
 
 
-@pytest.fixture
-def convex_spec() -> dict:
-    return {
-        "name": "convex",
-        "data": {"kind": "tabular", "name": "breast_cancer"},
-        "synthetic": {"per_class": 2},
-        "model": {"kind": "linear"},
-        "task": {"kind": "test_error"},
-        "train": {"kind": "convex", "loss": "logistic", "penalty": "l2", "lam": 0.01},
-        "optimize": {"kind": "gradient", "iterations": 3, "real_batch_per_class": 10_000, "lr": 0.05},
-        "evaluate": {"seeds": [0], "epochs": 5, "metrics": ["accuracy"]},
-        "runtime": {"progress": False, "threads": 1},
-    }
-
-
-@pytest.fixture
-def krr_spec() -> dict:
-    return {
-        "name": "krr",
-        "data": {"kind": "digits"},
-        "synthetic": {"per_class": 1},
-        "model": {"kind": "kernel_ridge", "lam": 1e-3},
-        "train": {"kind": "closed_form"},
-        "optimize": {"kind": "exact"},
-        "evaluate": {"seeds": [0], "metrics": ["accuracy"]},
-        "runtime": {"progress": False, "threads": 1},
-    }
-
-
 def refusal(spec: dict, *overrides: str) -> str:
     """The reason the spec's declared backend gives for declining it."""
     with pytest.raises(BackendUnavailableError) as info:

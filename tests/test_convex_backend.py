@@ -10,22 +10,6 @@ import torch
 import ddspec
 
 
-@pytest.fixture
-def convex_spec() -> dict:
-    """breast_cancer, 2 points per class; the outer loss uses every real training sample (no batch noise)."""
-    return {
-        "name": "convex",
-        "data": {"kind": "tabular", "name": "breast_cancer"},
-        "synthetic": {"per_class": 2},
-        "model": {"kind": "linear"},
-        "task": {"kind": "test_error"},
-        "train": {"kind": "convex", "loss": "logistic", "penalty": "l2", "lam": 0.01},
-        "optimize": {"kind": "gradient", "iterations": 15, "real_batch_per_class": 10_000, "lr": 0.05},
-        "evaluate": {"seeds": [0], "epochs": 5, "metrics": ["accuracy"]},
-        "runtime": {"progress": False, "threads": 1},
-    }
-
-
 def test_compiler_picks_convex(convex_spec) -> None:
     plan = ddspec.compile(ddspec.load(convex_spec))
     assert plan.backend == "convex" and "KKT" in plan.reason

@@ -17,19 +17,6 @@ from ddspec.errors import WellPosednessError
 EXACT = 1e-10
 
 
-@pytest.fixture
-def krr_spec() -> dict:
-    return {
-        "name": "krr",
-        "data": {"kind": "digits"},
-        "synthetic": {"per_class": 1},
-        "model": {"kind": "kernel_ridge", "lam": 1e-3},
-        "train": {"kind": "closed_form"},
-        "optimize": {"kind": "exact"},
-        "evaluate": {"seeds": [0], "metrics": ["accuracy"]},
-        "runtime": {"progress": False, "threads": 1},
-    }
-
 
 def run(spec: dict, out, *overrides: str):
     return ddspec.compile(ddspec.load(spec, list(overrides))).run(out)
