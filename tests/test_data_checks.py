@@ -17,8 +17,7 @@ from ddspec.components.data.base import Dataset
 from ddspec.components.data.checks import validate_dataset
 from ddspec.errors import SpecError
 from ddspec.registry import DATA
-from ddspec.spec.base import SpecModel
-from ddspec.spec.data import DataInfo
+from ddspec.spec.data import DataBase, DataInfo
 
 
 def arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -87,7 +86,7 @@ def test_float_labels_of_a_class_problem_say_to_set_targets_real(tmp_path, capsy
 
 # -- a registered plugin source: the same checks, at ``data`` -------------------------------------
 
-class BrokenData(SpecModel):
+class BrokenData(DataBase):
     """A plugin source that builds a Dataset with one defect (``defect``), for the load checks."""
 
     kind: Literal["broken_test"] = "broken_test"

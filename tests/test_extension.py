@@ -21,7 +21,7 @@ from ddspec.cli import main
 from ddspec.errors import SpecError
 from ddspec.registry import DATA, MODELS, RISKS, register_backend, unregister_backend
 from ddspec.spec.base import PositiveInt, SpecModel
-from ddspec.spec.data import DataInfo
+from ddspec.spec.data import DataBase, DataInfo
 from ddspec.spec.model import ModelBase
 from ddspec.spec.problem import problem_model
 from ddspec.spec.task import TaskBase
@@ -37,7 +37,7 @@ CENTRES = ((0.0, 0.0), (3.0, 0.0), (0.0, 3.0))
 PER_CLASS = (20, 10)
 
 
-class BlobsData(SpecModel):
+class BlobsData(DataBase):
     """Three Gaussian blobs in the plane (test-only kind): x ~ N(centre_y, 0.3² I), y uniform over 3 classes."""
 
     kind: Literal["test_blobs"] = "test_blobs"

@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from ddspec.runtime.context import RunContext
 
 
+#: What the hypergradient backends (bilevel, convex, KIP) fill in for a gradient ``optimize`` left unset:
+#: Adam with lr 0.01 on the synthetic tensors (held standardized), no augmentation.
+HYPERGRADIENT_DEFAULTS: dict[str, Any] = {
+    "optimize.optimizer": "adam", "optimize.lr": 0.01, "optimize.augmentation.enabled": False,
+}
+
+
 @dataclass
 class Distilled:
     """The result of a backend: inputs ``x`` in the data's units and shape, targets ``y`` (int64 class indices,

@@ -59,8 +59,25 @@ def _split_counts(counts: tuple[int, ...], test_fraction: float) -> tuple[tuple[
 DIGITS_COUNTS = (135, 136, 134, 136, 133, 137, 134, 134, 133, 135)
 
 
+class DataBase(SpecModel):
+    """What every data kind supplies: :meth:`describe` (the structure, without loading tensors) and, for a kind that
+    reads files, which spec field each array comes from (``ARRAY_FIELDS``, so load errors name e.g. ``data.path``)."""
+
+    ARRAY_FIELDS: ClassVar[dict[str, str]] = {}
+
+    def describe(self) -> DataInfo:
+        raise NotImplementedError
+
+    def array_path(self, array: str) -> str:
+        """The spec path an error about ``array`` (``x_train``, ``y_test``, ...) names."""
+        return f"data.{self.ARRAY_FIELDS[array]}" if array in self.ARRAY_FIELDS else "data"
+
+
+DATA.base = DataBase
+
+
 @DATA.register(builder="ddspec.components.data.builtin:build_digits")
-class DigitsData(SpecModel):
+class DigitsData(DataBase):
     """scikit-learn digits: 8x8 images, x = pixels/16 in [0,1]; train = first 1347, test = last 450."""
 
     kind: Literal["digits"] = "digits"
@@ -70,7 +87,7 @@ class DigitsData(SpecModel):
 
 
 @DATA.register(builder="ddspec.components.data.subgroup:build_digits_shift", capabilities=("groups",))
-class DigitsShiftData(SpecModel):
+class DigitsShiftData(DataBase):
     """scikit-learn digits (split and scaling of ``digits``) with a spurious corner patch; 20 label x cue groups.
 
     Every image gets a bright 2x2 patch (value 1.0): in the top-left corner (cue = 1) or the bottom-right
@@ -94,7 +111,7 @@ class DigitsShiftData(SpecModel):
 
 
 @DATA.register(builder="ddspec.components.data.builtin:build_mnist1d")
-class Mnist1dData(SpecModel):
+class Mnist1dData(DataBase):
     """MNIST-1D (package ``mnist1d``, default generator arguments): 4000 train / 1000 test, 1x40."""
 
     kind: Literal["mnist1d"] = "mnist1d"
@@ -110,7 +127,7 @@ TABULAR_REAL = ("diabetes",)
 
 
 @DATA.register(builder="ddspec.components.data.builtin:build_tabular")
-class TabularData(SpecModel):
+class TabularData(DataBase):
     """scikit-learn tabular set, split (seeded) and standardized with train statistics.
 
     Classification (breast_cancer, wine): the split is stratified by class. Regression (diabetes, 442 rows x
@@ -142,7 +159,7 @@ Targets = Literal["classes", "real"]
 
 
 @DATA.register(builder="ddspec.components.data.files:build_npz")
-class NpzData(FileSpec):
+class NpzData(FileSpec, DataBase):
     """A NumPy ``.npz`` with ``x_train, y_train, x_test, y_test`` (x: N x ...; y: integer class labels, or
     with ``targets: real`` real-valued targets, N or N x T)."""
 
@@ -199,7 +216,7 @@ def _info_from_targets(name: str, shape: tuple[int, ...], y: np.ndarray, n_test:
 
 
 @DATA.register(builder="ddspec.components.data.files:build_idx")
-class IdxData(FileSpec):
+class IdxData(FileSpec, DataBase):
     """MNIST-style IDX files (images N x H x W, labels N), gzipped or not; x = pixels * scale. Relative paths
     are taken from the spec file's folder."""
 
@@ -239,7 +256,7 @@ TORCHVISION_SETS = {
 
 
 @DATA.register(builder="ddspec.components.data.files:build_torchvision")
-class TorchvisionData(FileSpec):
+class TorchvisionData(FileSpec, DataBase):
     """A torchvision dataset already on disk under ``root`` (never downloaded; a relative root is taken from
     the spec file's folder); x in [0,1]."""
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate, missing_facts
+from ddspec.backends.base import HYPERGRADIENT_DEFAULTS, Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 from ddspec.spec.optimize import UnrolledHypergradient
@@ -38,8 +38,6 @@ REQUIRED = (
     ("train:differentiable", "train", "is not differentiable training"),
     ("model:differentiable", "model", "is not differentiable"),
 )
-#: Outer optimizer defaults: Adam on standardized inputs, label logits and log-lrs.
-DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
 #: Inner steps K when the spec leaves train.steps unset (test_error / predictions; trajectory: N).
 DEFAULT_STEPS = 20
 
@@ -88,9 +86,7 @@ class BilevelBackend(Backend):
         """Adam with lr 0.01 on D̂, K = 20 inner steps, unrolled torch_func hypergradients, no augmentation;
         the task's default distance (``kl`` for ``task: predictions``)."""
         values: dict[str, Any] = {
-            "optimize.optimizer": DEFAULT_OPTIMIZER,
-            "optimize.lr": DEFAULT_LR,
-            "optimize.augmentation.enabled": False,
+            **HYPERGRADIENT_DEFAULTS,
             "optimize.hypergradient": {"kind": "unrolled"},
             "train.steps": DEFAULT_STEPS,
         }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate, missing_facts
+from ddspec.backends.base import HYPERGRADIENT_DEFAULTS, Backend, Estimate, missing_facts
 from ddspec.backends.krr import one_scenario_problems
 from ddspec.compiler.estimate import seconds
 from ddspec.registry import register_backend
@@ -31,8 +31,6 @@ REQUIRED = (
     ("model:linear", "model", "is not linear (convex inner problems fit W x + b)"),
     ("optimize:gradient", "optimize", "is not a gradient optimizer"),
 )
-#: Outer optimizer defaults (Adam on standardized inputs).
-DEFAULT_OPTIMIZER, DEFAULT_LR = "adam", 0.01
 #: Interior-point iterations assumed by the time estimate.
 IPM_ITERATIONS = 30
 #: A sparse conic IPM iteration (n samples, q unknowns: ~n q² flops) runs at about 1/25 of the nominal dense
@@ -62,8 +60,8 @@ class ConvexBackend(Backend):
         return True, f"{t.loss} ({t.penalty}) is convex: solved exactly, hypergradient from its KKT conditions"
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
-        return {"optimize.optimizer": DEFAULT_OPTIMIZER, "optimize.lr": DEFAULT_LR,
-                "optimize.augmentation.enabled": False}
+        """Adam, lr 0.01, no augmentation (:data:`~ddspec.backends.base.HYPERGRADIENT_DEFAULTS`)."""
+        return dict(HYPERGRADIENT_DEFAULTS)
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """Per iteration: an interior-point solve on the m synthetic samples (:data:`IPM_ITERATIONS` steps of

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate, missing_facts
+from ddspec.backends.base import HYPERGRADIENT_DEFAULTS, Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 
@@ -30,8 +30,6 @@ REQUIRED = (
     ("model:kernel", "model", "is not a kernel model (model.features, W φ(x))"),
     ("train:closed_form", "train", "does not fit the model in closed form"),
 )
-#: KIP's outer optimizer defaults (Adam on standardized inputs).
-KIP_OPTIMIZER, KIP_LR = "adam", 0.01
 
 
 def one_scenario_problems(analysis: Analysis) -> list[str]:
@@ -87,7 +85,7 @@ class KRRBackend(Backend):
         """KIP: Adam, lr 0.01, no augmentation; the exact construction has nothing to resolve."""
         if not analysis.has("optimize:gradient"):
             return {}
-        return {"optimize.optimizer": KIP_OPTIMIZER, "optimize.lr": KIP_LR, "optimize.augmentation.enabled": False}
+        return dict(HYPERGRADIENT_DEFAULTS)
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """Exact: one full-data ridge fit (n·p² + p³) plus SVDs of m×p matrices. KIP: per iteration the

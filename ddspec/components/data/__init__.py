@@ -12,10 +12,8 @@ if TYPE_CHECKING:
 
 def load_dataset(spec: Any) -> Dataset:
     """The Dataset of a ``data`` spec, from the builder registered for its ``kind``, checked by
-    :func:`~ddspec.components.data.checks.validate_dataset`. Errors name ``data.<field>`` for a kind that
-    maps arrays to the fields of their files (``ARRAY_FIELDS``, e.g. ``data.path``), else ``data``."""
+    :func:`~ddspec.components.data.checks.validate_dataset`; errors name the spec path of each array
+    (:meth:`~ddspec.spec.data.DataBase.array_path`: e.g. ``data.path``, else ``data``)."""
     from ddspec.components.data.checks import ARRAYS, validate_dataset
 
-    fields = getattr(spec, "ARRAY_FIELDS", {})
-    where = {key: f"data.{fields[key]}" if key in fields else "data" for key in ARRAYS}
-    return validate_dataset(DATA.build(spec), where)
+    return validate_dataset(DATA.build(spec), {key: spec.array_path(key) for key in ARRAYS})
