@@ -44,6 +44,7 @@ BUILTIN_BACKENDS = (
     "ddspec.backends.bilevel",
     "ddspec.backends.matching",
     "ddspec.backends.coreset",
+    "ddspec.backends.zero_order",
 )
 
 #: The entry-point group read for plugins (``[project.entry-points."ddspec.plugins"]``).

@@ -88,3 +88,21 @@ def krr_spec() -> dict:
         "evaluate": {"seeds": [0], "metrics": ["accuracy"]},
         "runtime": {"progress": False, "threads": 1},
     }
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """``interrupt_after(i)``: the next run's loop stops (as on Ctrl-C) once iteration ``i`` is recorded; the
+    patch is undone by calling the returned function (before resuming)."""
+    from ddspec.runtime.loop import Loop
+
+    record = Loop.record
+
+    def arm(at: int):
+        def record_then_stop(self: Loop, iteration: int, **values: float) -> None:
+            record(self, iteration, **values)
+            self._stop = iteration == at
+
+        monkeypatch.setattr(Loop, "record", record_then_stop)
+        return monkeypatch.undo
+    return arm

@@ -204,8 +204,9 @@ def test_group_cvar_real_batch_comes_from_the_classes_with_synthetic_rows(bileve
     """synthetic.total: 5 leaves 5 of digits' 10 classes without synthetic rows; a grouped risk's real batch is then
     drawn from the 5 others only (nearest_synthetic could not group the rest), as matching does. Before, the run
     ended in an internal error (class 5 has real samples but no synthetic points)."""
-    from ddspec.backends.bilevel.run import Learned, Objective
+    from ddspec.backends.bilevel.run import Learned
     from ddspec.components.objectives.risks import group_cvar_risk
+    from ddspec.components.objectives.scenarios import Objective
     from ddspec.runtime.context import RunContext
 
     overrides = ("synthetic={total: 5}", f"risk={{kind: group_cvar, alpha: 0.5, groups: {groups}}}")
@@ -226,8 +227,9 @@ def test_group_cvar_real_batch_comes_from_the_classes_with_synthetic_rows(bileve
 def test_grouped_real_batch_draws_what_the_mean_draws_when_every_class_has_synthetic_rows(bilevel_spec,
                                                                                           tmp_path) -> None:
     """Every class with synthetic rows (every example): the grouped real batch is ctx.real_batch's, draw for draw."""
-    from ddspec.backends.bilevel.run import Learned, Objective
+    from ddspec.backends.bilevel.run import Learned
     from ddspec.components.objectives.risks import group_cvar_risk
+    from ddspec.components.objectives.scenarios import Objective
     from ddspec.runtime.context import RunContext
 
     plan = compiled(bilevel_spec, "risk={kind: group_cvar, groups: {kind: nearest_synthetic}}")

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import ddspec
-from ddspec.backends.bilevel.run import task_loss
 from ddspec.components.objectives.risks import mean
+from ddspec.components.objectives.scenarios import task_loss
 from ddspec.components.objectives.targets import RealTargets
 from ddspec.components.objectives.tasks import TestError
 from ddspec.components.training.implicit import implicit_hypergradient

@@ -27,10 +27,10 @@ EXTRA = {  # what an example's own schedule would still make slow after tiny_ove
 
 
 def tiny_overrides(path: Path) -> list[str]:
-    """FAST, 2 outer iterations for gradient optimization, at most 2 inner steps, then the example's EXTRA."""
+    """FAST, 2 outer iterations for iterative optimizers, at most 2 inner steps, then the example's EXTRA."""
     problem = load(path)
     overrides = list(FAST)
-    if problem.optimize.kind == "gradient":
+    if getattr(problem.optimize, "iterations", None):  # iterative optimizers (gradient, zero_order)
         overrides.append("optimize.iterations=2")
     steps = getattr(problem.train, "steps", None)
     if steps:
@@ -49,7 +49,7 @@ def assert_finished_run(out: Path) -> None:
     info = problem.data.describe()
     strata = max(info.num_classes, 1)  # the classes, or all rows as one stratum for real targets
     assert len(x) == len(y) == sum(problem.synthetic.counts(strata)) and x.isfinite().all()
-    iterations = problem.optimize.iterations if problem.optimize.kind == "gradient" else 0
+    iterations = getattr(problem.optimize, "iterations", 0)
     rows = art.read_json(out / art.HISTORY)["rows"]
     assert [r["iteration"] for r in rows] == list(range(iterations))
     metrics = art.read_json(out / art.METRICS)

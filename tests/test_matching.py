@@ -22,7 +22,6 @@ from ddspec.components.synthetic.set import label_scale
 from ddspec.errors import BackendUnavailableError, DivergenceError, RunError, SpecError
 from ddspec.registry import DATA, DISTANCES, RISKS
 from ddspec.runtime.context import RunContext
-from ddspec.runtime.loop import Loop
 from ddspec.spec.distance import dc_schedule
 
 BACKEND = MatchingBackend()
@@ -252,22 +251,16 @@ RUNS = {
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_same_seed_same_tensors_and_resume_continues_bit_for_bit(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    name: str, tmp_path: Path, interrupt_after,
 ) -> None:
     straight, _ = distill(RUNS[name], tmp_path / "a")
     assert_same(straight, distill(RUNS[name], tmp_path / "b")[0])
     assert not torch.equal(straight.x, distill(merge(RUNS[name], {"runtime": {"seed": 1}}), tmp_path / "c")[0].x)
 
-    record = Loop.record
-
-    def record_then_stop(self: Loop, iteration: int, **values: float) -> None:
-        record(self, iteration, **values)
-        self._stop = iteration == 1
-
-    monkeypatch.setattr(Loop, "record", record_then_stop)
+    disarm = interrupt_after(1)
     with pytest.raises(RunError, match="INTERRUPTED"):
         distill(RUNS[name], tmp_path / "d")
-    monkeypatch.undo()
+    disarm()
     resumed = context(RUNS[name], tmp_path / "d", resume=True)
     out = BACKEND.run(resumed)
     assert resumed.loops[0].start == 2

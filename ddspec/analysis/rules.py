@@ -118,3 +118,15 @@ def labels_enter_the_objective(a: Analysis) -> Iterable[Finding]:
         )
 
 
+@rule
+def gradient_needs_differentiable_parts(a: Analysis) -> Iterable[Finding]:
+    """A gradient optimizer differentiates the objective through every part; a kind with the capability
+    ``not_differentiable`` (on any axis: e.g. a scikit-learn estimator as ``train``) has no gradient."""
+    if not a.has("optimize:gradient"):
+        return
+    for axis in sorted(fact.partition(":")[0] for fact in a.facts if fact.endswith(":not_differentiable")):
+        yield Finding(
+            "NOT_DIFFERENTIABLE", axis, f"`{a.kind(axis)}` has no gradient: a gradient optimizer cannot "
+            "differentiate through it", "use optimize: {kind: zero_order} (Gaussian smoothing: it needs objective "
+            "values only)",
+        )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ddspec.analysis.facts import Analysis, analyse
 from ddspec.analysis.rules import check
 from ddspec.errors import BackendUnavailableError, Finding, SpecError, WellPosednessError
-from ddspec.registry import load_backends
+from ddspec.registry import TRAIN, load_backends
 from ddspec.spec.model import default_model
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Plan:
              f"{'x'.join(map(str, info.input_shape))}, {info.describe_targets()}"),
             (f"  synthetic   {a.n_synthetic} samples ({per}), init {syn.init}, "
              f"{LABELS[info.targets, syn.learn_labels]}"),
-            f"  model       {_describe(p.model)}",
+            f"  model       {p.train.describes_model() or _describe(p.model)}",
             f"  objective   {self._objective()}",
             f"  backend     {self.backend}: {self.reason}",
         ]
@@ -61,10 +61,13 @@ class Plan:
         est = self.estimate
         lines.append(f"  estimate    ~{_mib(est.memory_bytes)} peak memory, ~{_duration(est.seconds)} ({est.detail})")
         ev = p.evaluate
-        models = ", ".join(m.kind for m in ev.models) or p.model.kind
+        estimator = self.analysis.has("train:estimator") and not ev.models  # the train kind is the model family
+        models = ", ".join(m.kind for m in ev.models) or (p.train if estimator else p.model).kind
         recipe = f"{ev.epochs} epochs, {ev.optimizer} lr {ev.lr}"
         if self.analysis.has("model:closed_form") and not ev.models:
             recipe = "fitted in closed form"
+        elif estimator:
+            recipe = "fitted by the library with random_state = seed"
         lines.append(
             f"  evaluate    {models} x seeds {ev.seeds}: {recipe}, "
             f"metrics {', '.join(m.kind for m in ev.metric_specs(info.targets))}"
@@ -117,7 +120,7 @@ def compile(problem: Any) -> Plan:
     :class:`BackendUnavailableError` naming why each backend declined.
     """
     defaults: dict[str, Any] = {}
-    if problem.model is None:
+    if problem.model is None and not TRAIN.has(problem.train, "estimator"):  # an estimator is the model family
         defaults["model"] = default_model(problem.data.describe().input_shape)
         problem = _with(problem, defaults)
     analysis = analyse(problem)

@@ -61,16 +61,12 @@ CACHE_VERSION = 2
 
 def full_baseline(protocol: Protocol) -> dict[str, Any]:
     """All real training rows; read from the cache when it holds this key, else measured and cached."""
-    from ddspec.evaluate.protocol import ridge
-    from ddspec.registry import MODELS
-
     problem = protocol.problem
     ops = problem.optimize.augmentation_ops() if protocol.ev.augment else None
     key = {
         "data": data_digest(protocol.data),
         "protocol": {k: v for k, v in protocol.record().items() if k != "baselines"},
-        "ridge": [ridge(m, problem) if "closed_form" in MODELS[m.kind].capabilities else None
-                  for m in protocol.models],
+        "ridge": protocol.ridges(),
         "augmentation": None if ops is None else ops.model_dump(mode="json", exclude={"enabled"}),
         "device": torch.device(protocol.device).type,
         "version": CACHE_VERSION,

@@ -10,6 +10,11 @@ scored on the clean test set with every metric (``evaluate.metrics``, or the def
 targets) and, with the primary metric (accuracy, or rmse), on each corrupted test set (built once, from a
 generator seeded with :data:`CORRUPTION_SEED`, so every run and every method sees the same corrupted data).
 
+A train kind with capability ``estimator`` (``train: sklearn``) is the model family itself: without
+``evaluate.models``, each seed fits it to (x, y) with ``random_state = seed`` (no epochs, no augmentation) and
+the fitted estimator is scored like a network; the recorded model is the train spec, so its ``per_model``
+key is ``"0:<train kind>"`` (``"0:sklearn"``). ``evaluate.models``, when given, are networks trained as above.
+
 The baselines (``evaluate.baselines``) go through the same protocol with other training sets: ``random``
 draws, for each seed, as many real training rows per stratum as D̂ has (a generator seeded with the
 seed); ``full`` is the whole real training set, cached (:mod:`ddspec.evaluate.baselines`).
@@ -33,11 +38,14 @@ from ddspec.components.data.base import Dataset
 from ddspec.components.training.fit import Augmenter, fit
 from ddspec.errors import RunError, SpecError
 from ddspec.evaluate.metrics import Metric
-from ddspec.registry import CORRUPTIONS, METRICS, MODELS
+from ddspec.registry import CORRUPTIONS, METRICS, MODELS, TRAIN
 from ddspec.spec.evaluate import primary_metric
 
 CORRUPTION_SEED = 0
 PREDICT_BATCH = 1024
+
+#: What is scored: a trained network, or any callable x -> outputs (N x num_outputs), e.g. a fitted estimator.
+Model = Callable[[torch.Tensor], torch.Tensor]
 
 #: A training set per seed: ``seed -> (x, y)``.
 TrainingSets = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -61,6 +69,8 @@ class Protocol:
         self.problem, self.data, self.device, self.progress = problem, data, device, progress
         self.ev = problem.evaluate
         self.models = resolved_models(problem)
+        estimator = _estimator(problem)
+        self.estimator = None if estimator is None else TRAIN.build(estimator, data.targets)
         self.metric_specs = self.ev.metric_specs(data.targets.kind)
         self.metrics: list[Metric] = [METRICS.build(spec) for spec in self.metric_specs]
         self.primary_spec = primary_metric(data.targets.kind)
@@ -78,7 +88,9 @@ class Protocol:
         for index, seed in bar:
             x, y = training(seed)
             spec = self.models[index]
-            if "closed_form" in MODELS[spec.kind].capabilities:
+            if self.estimator is not None:
+                model = self.estimator.fit(x, _targets(y, self.data), seed)
+            elif "closed_form" in MODELS[spec.kind].capabilities:
                 model = _fit_closed_form(spec, x, y, self.data, self.problem)
             else:
                 inputs, targets = x.detach().to(self.device, torch.float32), _targets(y, self.data).to(self.device)
@@ -89,7 +101,7 @@ class Protocol:
         bar.close()
         return runs
 
-    def _score(self, index: int, model: nn.Module) -> _Run:
+    def _score(self, index: int, model: Model) -> _Run:
         run = _Run(index)
         outputs = _outputs(model, self.data.x_test, self.device)
         for spec, metric in zip(self.metric_specs, self.metrics):
@@ -114,6 +126,11 @@ class Protocol:
             for spec in self.ev.corruptions
         }
         return out
+
+    def ridges(self) -> list[float | None]:
+        """Per model, the λ it is fitted with when it is closed form (:func:`ridge`), else None."""
+        return [ridge(m, self.problem) if self.estimator is None and "closed_form" in MODELS[m.kind].capabilities
+                else None for m in self.models]
 
     def record(self) -> dict[str, Any]:
         """The protocol as recorded in ``metrics.json``: ``evaluate`` with its metrics and models resolved."""
@@ -147,14 +164,22 @@ def evaluate_distilled(
 
 
 def resolved_models(problem: Any) -> list[Any]:
-    """``evaluate.models``, or ``[problem.model]`` when that list is empty."""
-    models = list(problem.evaluate.models) or [problem.model]
+    """``evaluate.models``, or when that list is empty ``[problem.train]`` if it is an estimator (see
+    :func:`_estimator`), else ``[problem.model]``."""
+    estimator = _estimator(problem)
+    models = list(problem.evaluate.models) or [problem.model if estimator is None else estimator]
     if models[0] is None:
         raise SpecError.one(
             "EVAL_NO_MODEL", "evaluate.models", "no model to evaluate: evaluate.models is empty and model is unset",
             "set `model`, or list architectures under evaluate.models",
         )
     return models
+
+
+def _estimator(problem: Any) -> Any | None:
+    """``problem.train`` when it is the model family evaluated: its kind has capability ``estimator`` and
+    ``evaluate.models`` is empty; else None."""
+    return problem.train if not problem.evaluate.models and TRAIN.has(problem.train, "estimator") else None
 
 
 def _targets(y: torch.Tensor, data: Dataset) -> torch.Tensor:
@@ -237,7 +262,7 @@ def _train(
 
 
 @torch.no_grad()
-def _outputs(model: nn.Module, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+def _outputs(model: Model, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """model(x) (N x num_outputs) on the CPU, computed in chunks of PREDICT_BATCH rows."""
     return torch.cat([model(chunk.to(device)).cpu() for chunk in x.split(PREDICT_BATCH)])
 

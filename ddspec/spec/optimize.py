@@ -244,3 +244,64 @@ class SelectOptimize(OptimizeBase):
     space: Literal["input", "embedding"] = Field(
         "input", description="Where distances are measured: raw inputs or a random network's embedding."
     )
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """An embedding needs a network: a model family that is a library estimator has none."""
+        if self.space == "embedding" and analysis.has("train:estimator"):
+            yield Finding("EMBEDDING_NEEDS_NETWORK", "optimize.space", f"the model family is the estimator of train "
+                          f"`{analysis.kind('train')}`, which has no embedding", "set optimize.space: input")
+
+
+@OPTIMIZERS.register(capabilities=("zero_order",))
+class ZeroOrderOptimize(OptimizeBase):
+    """Zero-order optimization of D̂ by Gaussian smoothing: it needs objective values only.
+
+    The step follows ĝ ≈ ∇L_σ(S), L_σ(S) = E_v L(S + σv), v ~ N(0, I), S the learned tensors (inputs held
+    standardized, so σ is in units of the data's standard deviation):
+    forward ĝ = (1/M) Σ_l [L(S+σv_l) − L(S)] v_l/σ (M + 1 evaluations), antithetic ĝ = (1/M) Σ_l [L(S+σv_l) −
+    L(S−σv_l)] v_l/(2σ) (2M evaluations). All evaluations of a step share the scenarios ω, their seeds and the real
+    batch (common random numbers); the directions come from the run's generator."""
+
+    kind: Literal["zero_order"] = "zero_order"
+    estimator: Literal["forward", "antithetic"] = Field(
+        "antithetic", description="antithetic: 2M evaluations, no σ² curvature term in the variance; forward: M + 1.")
+    directions: Literal["gaussian", "orthogonal"] = Field(
+        "gaussian", description="orthogonal: blocks of at most d exactly orthogonal directions (QR of a Gaussian "
+        "matrix), each rescaled to a chi-distributed norm; lower variance for the same M.")
+    samples: PositiveInt = Field(16, le=100_000, description="M, directions per step.")
+    sigma: float = Field(0.1, gt=0, le=100, description="σ, the smoothing radius, in units of the data's std.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="The step on ĝ: plain (sgd) or Adam.")
+    lr: LearningRate = Field(0.1, description="s₀, the step size (in standardized units for sgd).")
+    lr_schedule: Literal["inv_sqrt", "constant"] = Field(
+        "inv_sqrt", description="inv_sqrt: s₀/√(1+E) at iteration E (the reference schedule); constant: s₀.")
+    momentum: Momentum = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+    iterations: PositiveInt = 200
+    shaping: Literal["none", "centered_rank"] = Field(
+        "none", description="centered_rank: the values replaced by their centred ranks before combining (robust "
+        "to outliers and scale, but a biased estimate of ∇L_σ).")
+    bounds: tuple[float, float] | None = Field(
+        None, description="Box [lo, hi] in data units: after every step the inputs are projected onto it.")
+    real_batch_per_class: PositiveInt = 256
+    evaluations: Literal["auto", "batched", "loop"] = Field(
+        "auto", description="batched: the evaluations of a step as one torch.func.vmap over the perturbed sets "
+        "(inner procedures with torch training); loop: one at a time; auto: batched where the inner procedure "
+        "allows it.")
+    chunk: PositiveInt | None = Field(
+        None, description="Perturbed sets per vmapped batch (bounds the memory of batched evaluations); None: all.")
+
+    def per_step(self) -> int:
+        """Objective evaluations per step and scenario: M + 1 (forward) or 2M (antithetic)."""
+        return self.samples + 1 if self.estimator == "forward" else 2 * self.samples
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """A box must be non-empty; learned inner lrs need a hypergradient; ``batched`` needs torch training."""
+        if self.bounds is not None and not self.bounds[0] < self.bounds[1]:
+            yield Finding("EMPTY_BOUNDS", "optimize.bounds", f"the box {list(self.bounds)} is empty",
+                          "give bounds as [lo, hi] with lo < hi (data units), or remove them")
+        if analysis.has("train:differentiable") and analysis.problem.train.learn_lr:
+            yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", "the zero-order optimizer learns D̂ only",
+                          "set train.learn_lr: false")
+        if self.evaluations == "batched" and not analysis.has("train:differentiable"):
+            yield Finding("NOT_BATCHABLE", "optimize.evaluations", f"the inner procedure `{analysis.kind('train')}` "
+                          "is not torch training, so its fits cannot be vmapped", "set optimize.evaluations: auto")

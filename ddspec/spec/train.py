@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
 from ddspec.errors import Finding
-from ddspec.registry import TRAIN
+from ddspec.registry import TRAIN, import_object
 from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveInt, SpecModel
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ class TrainBase(SpecModel):
 
     def synthetic_ridge(self) -> float | None:
         """The ridge λ_S this procedure fits the synthetic data with, when it has its own (closed form)."""
+        return None
+
+    def describes_model(self) -> str | None:
+        """The model family in words, when this procedure is the model family itself (None: ``model`` is)."""
         return None
 
 
@@ -58,3 +62,70 @@ class GradientTrain(TrainBase):
             yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", f"`{analysis.kind('distance')}` does not "
                           "differentiate through the inner steps, so their lrs receive no gradient",
                           "set train.learn_lr: false")
+
+
+#: scikit-learn estimator parameter values (what ``train.params`` may hold).
+EstimatorParam = int | float | str | bool | None
+
+
+@TRAIN.register(builder="ddspec.components.training.estimators:estimator_fit",
+                capabilities=("estimator", "not_differentiable"))
+class SklearnTrain(TrainBase):
+    """Fit a scikit-learn ``estimator`` on D̂ (a black box: no gradient); the estimator is the model family.
+
+    Outputs on x (N x K for K classes): log p̃(x), p̃ = max(p, floor) / Σ max(p, floor) for p the estimator's
+    ``predict_proba`` on all K classes (a class absent from D̂ has p = 0); ``ridge`` on classes is
+    RidgeClassifier and outputs its ``decision_function`` scores (−1000 for absent classes). On real
+    targets (N x T): ``predict``. ``params`` go to the constructor; ``random_state`` is the evaluation seed."""
+
+    kind: Literal["sklearn"] = "sklearn"
+    estimator: Literal["logistic_regression", "ridge", "decision_tree", "random_forest", "knn"] = "decision_tree"
+    params: dict[str, EstimatorParam] = Field(
+        default_factory=dict, description="Constructor arguments of the scikit-learn estimator (e.g. max_depth)."
+    )
+    proba_floor: float = Field(
+        1e-3, gt=0, lt=0.5, description="Class probabilities are clipped below at this floor and renormalised "
+        "before the log, so cross-entropy stays finite for 0/1 leaves."
+    )
+
+    #: The scikit-learn class of each estimator: (for class targets, for real targets); None: does not fit them.
+    CLASSES: ClassVar[dict[str, tuple[str | None, str | None]]] = {
+        "logistic_regression": ("sklearn.linear_model:LogisticRegression", None),
+        "ridge": ("sklearn.linear_model:RidgeClassifier", "sklearn.linear_model:Ridge"),
+        "decision_tree": ("sklearn.tree:DecisionTreeClassifier", "sklearn.tree:DecisionTreeRegressor"),
+        "random_forest": ("sklearn.ensemble:RandomForestClassifier", "sklearn.ensemble:RandomForestRegressor"),
+        "knn": ("sklearn.neighbors:KNeighborsClassifier", "sklearn.neighbors:KNeighborsRegressor"),
+    }
+
+    def estimator_class(self, targets: str) -> type | None:
+        """The scikit-learn class fitted to ``targets`` ("classes" or "real"; imports scikit-learn), or None
+        when this estimator does not fit them."""
+        ref = self.CLASSES[self.estimator][targets == "real"]
+        return None if ref is None else import_object(ref)
+
+    def describes_model(self) -> str | None:
+        return f"scikit-learn {self.estimator} (fitted by the library; no gradient)"
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """The estimator is the model family (``model`` must be unset); it must fit the data's targets, and
+        ``params`` must name constructor parameters of its class."""
+        if analysis.problem.model is not None:
+            yield Finding("ESTIMATOR_IS_THE_MODEL", "model",
+                          f"train `{self.kind}` fits the scikit-learn estimator `{self.estimator}`, which is the "
+                          "model family, so `model` has no role",
+                          "remove `model`: the scikit-learn estimator is the model family (evaluate.models may "
+                          "still list networks to evaluate on)")
+        targets = analysis.data.targets
+        cls = self.estimator_class(targets)
+        if cls is None:
+            fits = [name for name, pair in self.CLASSES.items() if pair[targets == "real"] is not None]
+            yield Finding("ESTIMATOR_TARGETS", "train.estimator",
+                          f"estimator `{self.estimator}` does not fit {targets} targets",
+                          f"use one of: {', '.join(fits)}")
+            return
+        valid = sorted(cls().get_params())
+        unknown = sorted(set(self.params) - set(valid))
+        if unknown:
+            yield Finding("ESTIMATOR_PARAMS", "train.params",
+                          f"{cls.__name__} has no parameter {', '.join(unknown)}",
+                          f"use only: {', '.join(valid)}")

@@ -111,7 +111,17 @@ class SyntheticSet:
         """The targets of ``rows``: fixed ``y``, softmax(logits) for learned labels, or the learned rows."""
         if self.learned is None:
             return self.y[rows]
-        return torch.softmax(self.learned[rows], dim=1) if self.label_form == "logits" else self.learned[rows]
+        return self.targets_of(self.learned[rows])
+
+    def targets_of(self, learned: torch.Tensor) -> torch.Tensor:
+        """The targets that learned values ``learned`` (this set's form, any leading batch dimensions) stand for:
+        softmax over the last dimension for label logits, the rows themselves otherwise."""
+        return torch.softmax(learned, dim=-1) if self.label_form == "logits" else learned
+
+    def project(self, low: float, high: float) -> None:
+        """Project the inputs onto the box [low, high] (data units), in place: z clamped to [(low − μ)/σ, (high − μ)/σ]."""
+        with torch.no_grad():
+            self.z.copy_(torch.clamp(self.z, (low - self.mean) / self.std, (high - self.mean) / self.std))
 
     @property
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -13,10 +13,13 @@ import torch
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """torch's ``LambdaLR`` giving iteration t (0-based) of ``total`` the lr initial_lr · 1 (``constant``) or
-    initial_lr · ½(1 + cos(π t/total)) (``cosine``); step it after each iteration (its ``state_dict`` holds t)."""
+    """torch's ``LambdaLR`` giving iteration t (0-based) of ``total`` the lr initial_lr · 1 (``constant``),
+    initial_lr · ½(1 + cos(π t/total)) (``cosine``) or initial_lr/√(1 + t) (``inv_sqrt``); step it after each
+    iteration (its ``state_dict`` holds t)."""
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)
+    if schedule == "inv_sqrt":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0 / math.sqrt(1.0 + t))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total)))
 
 

@@ -1,0 +1,183 @@
+"""The torch side of the zero-order backend (see :mod:`ddspec.backends.zero_order` for the math).
+
+Randomness: the directions, the real batch, the inner mini-batches and the estimators' seeds come from
+``ctx.generator``, model initialisations from the global torch RNG; both are checkpointed with the learned tensors
+and the step's optimizer, so a resumed run continues bit-for-bit. Every evaluation of one step shares the step's
+draws (common random numbers), so ĝ measures the change of the objective, not the change of the scenario.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from ddspec.backends.base import Distilled
+from ddspec.components import zero_order
+from ddspec.components.objectives.risks import RiskMeasure
+from ddspec.components.objectives.scenarios import Objective, inner_batches
+from ddspec.components.synthetic.set import SyntheticSet
+from ddspec.components.training.unroll import InnerRecipe, Outer, Tensors, init_buffers, inner_step
+from ddspec.errors import RunError
+from ddspec.registry import RISKS, TRAIN
+from ddspec.runtime.context import RunContext
+
+#: Objective values of a batch of perturbed sets: (E x d flat points) → E values.
+Values = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Flat:
+    """The learned tensors of D̂ as one vector S ∈ R^d (``x`` as z, then the learned targets)."""
+
+    def __init__(self, synthetic: SyntheticSet) -> None:
+        self.synthetic = synthetic
+        self.leaves = list(synthetic.tensors.values())
+        self.sizes = [t.numel() for t in self.leaves]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    def vector(self) -> torch.Tensor:
+        """S, detached."""
+        return torch.cat([t.detach().reshape(-1) for t in self.leaves])
+
+    def sets(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """E flat points → (inputs in data units, E x n̂ x ...; targets E x n̂ x ..., or None when they are fixed)."""
+        parts = points.split(self.sizes, dim=1)
+        syn = self.synthetic
+        x = syn.mean + syn.std * parts[0].reshape(len(points), *syn.z.shape)
+        if syn.learned is None:
+            return x, None
+        return x, syn.targets_of(parts[1].reshape(len(points), *syn.learned.shape))
+
+    def set_grad(self, g: torch.Tensor) -> None:
+        """Give each learned leaf its part of ĝ as ``.grad`` (for the step's optimizer)."""
+        for leaf, part in zip(self.leaves, g.split(self.sizes)):
+            leaf.grad = part.reshape(leaf.shape).to(leaf.dtype)
+
+
+def trained_outputs(model: nn.Module, params0: Tensors, recipe: InnerRecipe, lr: float,
+                    batches: Sequence[torch.Tensor | None], loss: Callable[..., torch.Tensor], outer: Outer
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(x, targets) ↦ ℓ(θ_K): K inner steps from θ_0 on (x, targets) — the optimizer steps of
+    :func:`~ddspec.components.training.unroll.inner_step`, gradients by ``torch.func.grad`` so that the whole fit
+    can be vmapped over perturbed sets — then the outer loss."""
+    names = [n for n, _ in model.named_parameters()]
+    step_grad = grad(lambda params, x, t: loss(functional_call(model, dict(zip(names, params)), (x,)), t))
+
+    def fit(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        params, buffers = list(params0), init_buffers(recipe, params0)
+        for k, rows in enumerate(batches):
+            xb, tb = (x, targets) if rows is None else (x[rows], targets[rows])
+            params, buffers = inner_step(recipe, params, buffers, step_grad(params, xb, tb), lr, k)
+        return outer(params)
+    return fit
+
+
+class TorchInner:
+    """Inner procedure ``train`` with capability ``differentiable``: K steps of torch training per evaluation,
+    batched under ``torch.func.vmap`` (``optimize.evaluations``: auto tries it and falls back to a loop)."""
+
+    def __init__(self, ctx: RunContext, objective: Objective) -> None:
+        self.ctx, self.objective = ctx, objective
+        self.recipe = InnerRecipe.of(ctx.problem.train)
+        self.batched = ctx.problem.optimize.evaluations != "loop"
+
+    def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        """The step's scenarios: per ω, (x, targets) ↦ ℓ_ω after training the scenario's model on them."""
+        p = self.ctx.problem
+        fits = []
+        for model, outer, _ in self.objective.scenarios(iteration, synthetic.x.detach(), synthetic.y):
+            params0 = [q.detach() for q in model.parameters()]
+            batches = inner_batches(self.ctx, len(synthetic.y), p.train.steps)
+            fits.append(trained_outputs(model, params0, self.recipe, p.train.lr, batches,
+                                        self.ctx.data.targets.loss, outer))
+        return fits
+
+    def values(self, fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+        """S x E losses: scenario s trained on perturbed set e."""
+        if self.batched:
+            try:
+                return torch.stack([self._batched(fit, x, targets, fixed) for fit in fits])
+            except (RuntimeError, NotImplementedError) as err:
+                if self.ctx.problem.optimize.evaluations == "batched":
+                    raise RunError.one("NOT_BATCHABLE", "optimize.evaluations",
+                                       f"the evaluations cannot run under torch.func.vmap: {err}",
+                                       "set optimize.evaluations: loop (or auto)") from err
+                warnings.warn(f"zero-order: vmap does not apply to this objective ({err}); evaluating in a loop",
+                              stacklevel=2)
+                self.batched = False
+        return torch.stack([torch.stack([fit(x[e], fixed if targets is None else targets[e]) for e in range(len(x))])
+                            for fit in fits])
+
+    def _batched(self, fit: Callable, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor
+                 ) -> torch.Tensor:
+        chunk = self.ctx.problem.optimize.chunk
+        if targets is None:
+            return vmap(lambda xe: fit(xe, fixed), chunk_size=chunk)(x)
+        return vmap(fit, chunk_size=chunk)(x, targets)
+
+
+class EstimatorInner:
+    """Inner procedure with capability ``estimator``: a library fit per evaluation (``TRAIN.build`` gives it), the
+    scenario ω its seed; the outputs on the real batch go through the task and the risk's ``within``."""
+
+    batched = False
+
+    def __init__(self, ctx: RunContext, objective: Objective) -> None:
+        self.ctx, self.objective = ctx, objective
+        self.estimator = TRAIN.build(ctx.problem.train, ctx.data.targets)
+
+    def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        rows, xr, per_sample = self.objective.real_batch()
+        within = self.objective.within(rows, None, synthetic.x.detach(), synthetic.y)
+        seeds = torch.randint(2**31 - 1, (self.ctx.problem.scenarios.inits,), generator=self.ctx.generator).tolist()
+
+        def scenario(seed: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+            return lambda x, targets: within(per_sample(self.estimator.fit(x, targets, seed)(xr)))
+        return [scenario(seed) for seed in seeds]
+
+    def values(self, fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.stack([fit(x[e], fixed if targets is None else targets[e]) for e in range(len(x))])
+                            for fit in fits])
+
+
+def objective_values(inner: TorchInner | EstimatorInner, fits: list, flat: Flat, risk: RiskMeasure) -> Values:
+    """points ↦ (R_ω over the scenarios of ℓ_ω(point))_e, every point evaluated against the same draws."""
+    def values(points: torch.Tensor) -> torch.Tensor:
+        x, targets = flat.sets(points)
+        with torch.no_grad():
+            losses = inner.values(fits, x, targets, flat.synthetic.y)
+            return torch.stack([risk.over_scenarios(losses[:, e]) for e in range(losses.shape[1])])
+    return values
+
+
+def distill(ctx: RunContext) -> Distilled:
+    """``optimize.iterations`` zero-order steps from the initial synthetic set."""
+    p, opt = ctx.problem, ctx.problem.optimize
+    synthetic = SyntheticSet.create(p, ctx.data, ctx.generator)
+    flat = Flat(synthetic)
+    risk = RISKS.build(p.risk)
+    objective = Objective(ctx, risk, synthetic.strata)
+    inner = (TorchInner if ctx.analysis.has("train:differentiable") else EstimatorInner)(ctx, objective)
+    fix = f"lower optimize.lr (now {opt.lr:g}) or optimize.sigma (now {opt.sigma:g})"
+    step, loop = ctx.outer(synthetic.tensors, f"zero-order ({opt.estimator}, M = {opt.samples})", fix)
+    per_step = opt.per_step() * p.scenarios.inits
+    for it in loop:
+        values = objective_values(inner, inner.draw(it, synthetic), flat, risk)
+        v = zero_order.directions(opt.directions, opt.samples, flat.dim, ctx.generator, synthetic.z.dtype)
+        g, evaluated = zero_order.estimate(values, flat.vector(), v.to(ctx.device), opt.sigma, opt.estimator,
+                                           opt.shaping)
+        flat.set_grad(g)
+        step.step()
+        if opt.bounds is not None:
+            synthetic.project(*opt.bounds)
+        loop.record(it, loss=float(evaluated.mean()), grad_norm=float(g.norm()),
+                    evaluations=float((it + 1) * per_step))
+        loop.check_finite(it, **synthetic.tensors)
+    return Distilled(*synthetic.result())
+
