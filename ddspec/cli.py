@@ -111,6 +111,10 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     for key, m in metrics.items():  # the metrics, in the order evaluated
         if isinstance(m, dict) and "mean" in m and "values" in m:
             show(key, m, {b: figures[key] for b, figures in baselines.items() if key in figures})
+            for name, grid in m.items():  # per-setting figures of a metric, e.g. adversarial.linf.<eps>
+                if isinstance(grid, dict) and grid and all(_is_stats(v) for v in grid.values()):
+                    for setting, stats in grid.items():
+                        show(f"  {key}.{name}.{setting}", stats, {})
     for name, m in metrics.get("corruptions", {}).items():
         show(f"corruptions.{name}", m,
              {b: figures["corruptions"][name] for b, figures in baselines.items() if name in figures["corruptions"]})
@@ -119,6 +123,11 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             print(f"{name:<22} {value:.4g}")
     if "distill_seconds" in metrics:
         print(f"{'distill_seconds':<22} {metrics['distill_seconds']:.1f}")
+
+
+def _is_stats(value: Any) -> bool:
+    """Whether ``value`` is a figure summarized over runs ({mean, std, values})."""
+    return isinstance(value, dict) and {"mean", "std", "values"} <= set(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

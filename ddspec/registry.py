@@ -190,11 +190,14 @@ HYPERGRADIENTS = Registry("hypergradient")
 GROUPS = Registry("groups")
 #: The feature map φ of a kernel model (nested in model ``kernel_ridge`` as ``model.features``).
 FEATURES = Registry("features")
+#: Penalties added to the per-sample training loss (``train.regularizers``, a list in train ``gradient``).
+REGULARIZERS = Registry("regularizer")
 
 #: Every kind registry by axis name (backends are in :data:`BACKENDS`).
 REGISTRIES: dict[str, Registry] = {
     r.axis: r for r in (
-        DATA, MODELS, TRAIN, TASKS, DISTANCES, RISKS, OPTIMIZERS, METRICS, CORRUPTIONS, HYPERGRADIENTS, GROUPS, FEATURES
+        DATA, MODELS, TRAIN, TASKS, DISTANCES, RISKS, OPTIMIZERS, METRICS, CORRUPTIONS, HYPERGRADIENTS, GROUPS, FEATURES,
+        REGULARIZERS,
     )
 }
 

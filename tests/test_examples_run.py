@@ -18,9 +18,15 @@ from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"
 FAST = ["evaluate.seeds=[0]", "evaluate.epochs=2", "runtime.device=cpu", "runtime.progress=false"]
+#: The adversarial metric at smoke size (the examples' own attack takes minutes).
+ATTACK_SMOKE = "evaluate.metrics=[accuracy, {kind: adversarial, steps: 2, samples: 20, targets: 1, square: {queries: 5}}]"
 EXTRA = {  # what an example's own schedule would still make slow after tiny_overrides' rules
     "digits_dc": ["optimize.outer_loop=1", "train.steps=1"],  # DC's default: 10 updates x 50 network steps
     "mnist1d_bilevel_predictions": ["task.teacher_epochs=1"],
+    "digits_dc_curvature": ["optimize.outer_loop=1", "train.steps=1", ATTACK_SMOKE],
+    "digits_bilevel_curvature": [ATTACK_SMOKE],
+    "mnist1d_dc_curvature": [ATTACK_SMOKE],
+    "mnist1d_predictions_curvature": ["task.teacher_epochs=1", ATTACK_SMOKE],
     "mnist1d_trajectory": ["distance.experts=1", "distance.expert_epochs=2", "distance.max_start_epoch=1",
                            "distance.expert_span=1"],
 }

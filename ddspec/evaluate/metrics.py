@@ -2,6 +2,10 @@
 scores a trained model's test-set outputs: ``metric(outputs, data) -> float`` and ``metric.details(outputs,
 data)`` (per-run extras recorded next to its values).
 
+A metric whose kind declares ``needs_model`` measures the trained model itself (e.g. attacks it):
+``metric.of_model(model, data, device) -> Scored`` (its value, nested figures summarized over the runs like
+the value, and per-run details); the protocol calls that instead of ``metric(outputs, data)``.
+
 ``outputs`` is the float N x num_outputs matrix f(x_test). Class metrics score the predicted classes
 argmax_k f(x)_k against the int64 ``data.y_test``; real-valued metrics score f(x) itself against
 ``data.targets.rows(data.y_test)``. What each metric fits is declared by its registry capabilities
@@ -11,6 +15,8 @@ argmax_k f(x)_k against the int64 ``data.y_test``; real-valued metrics score f(x
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +29,20 @@ from ddspec.spec.evaluate import ClusterMinMetric, WorstGroupMetric
 
 _CACHE_SIZE = 8
 _ASSIGNMENTS: dict[tuple[int, int, int], tuple[weakref.ref, np.ndarray]] = {}
+
+
+#: Nested figures of one run: name → float, or name → nested figures (e.g. ``{"linf": {"0.1": 0.8}}``).
+Figures = dict[str, Any]
+
+
+@dataclass
+class Scored:
+    """What a ``needs_model`` metric measures on one trained model: its ``value``, nested ``figures`` that the
+    protocol summarizes leaf by leaf as mean ± std over the runs, and per-run ``details`` (recorded as lists)."""
+
+    value: float
+    figures: Figures = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Metric:
@@ -38,6 +58,11 @@ class Metric:
     def details(self, outputs: torch.Tensor, data: Dataset) -> dict[str, list]:
         """Per-run extras recorded next to the metric's values (none by default)."""
         return {}
+
+    def of_model(self, model: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
+                 device: torch.device | str) -> Scored:
+        """The metric measured on the trained ``model`` itself (kinds with capability ``needs_model``)."""
+        raise NotImplementedError(f"{type(self).__name__} scores test outputs, not a model")
 
 
 def predicted_classes(outputs: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ model with ``data.targets.num_outputs`` outputs, train ``epochs`` epochs on (x, 
 SGD or Adam, mini-batches shuffled by a generator seeded with ``seed``, lr x 0.1 from epoch ⌊epochs/2⌋ on
 (``lr_drop_at_half``), optional augmentation. The model after the last epoch (never the best epoch) is
 scored on the clean test set with every metric (``evaluate.metrics``, or the defaults for the data's
-targets) and, with the primary metric (accuracy, or rmse), on each corrupted test set (built once, from a
+targets; a kind with capability ``needs_model``, such as ``adversarial``, gets the model itself) and, with the
+primary metric (accuracy, or rmse), on each corrupted test set (built once, from a
 generator seeded with :data:`CORRUPTION_SEED`, so every run and every method sees the same corrupted data).
 
 A train kind with capability ``estimator`` (``train: sklearn``) is the model family itself: without
@@ -19,7 +20,8 @@ The baselines (``evaluate.baselines``) go through the same protocol with other t
 draws, for each seed, as many real training rows per stratum as D̂ has (a generator seeded with the
 seed); ``full`` is the whole real training set, cached (:mod:`ddspec.evaluate.baselines`).
 
-Figures are summarized as mean, std and the raw values, ordered model-major then seed. std is the
+Figures are summarized as mean, std and the raw values, ordered model-major then seed; a metric's nested
+figures (:class:`~ddspec.evaluate.metrics.Scored`) leaf by leaf in the same way, inside the metric's entry. std is the
 sample standard deviation (ddof = 1) when there are at least two values, else 0.0.
 """
 
@@ -37,7 +39,7 @@ from torch import nn
 from ddspec.components.data.base import Dataset
 from ddspec.components.training.fit import Augmenter, fit
 from ddspec.errors import RunError, SpecError
-from ddspec.evaluate.metrics import Metric
+from ddspec.evaluate.metrics import Figures, Metric, Scored
 from ddspec.registry import CORRUPTIONS, METRICS, MODELS, TRAIN
 from ddspec.spec.evaluate import primary_metric
 
@@ -58,7 +60,8 @@ class _Run:
     model: int
     metrics: dict[str, float] = field(default_factory=dict)
     corrupted: dict[str, float] = field(default_factory=dict)
-    details: dict[str, dict[str, list]] = field(default_factory=dict)
+    figures: dict[str, Figures] = field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Protocol:
@@ -105,18 +108,24 @@ class Protocol:
         run = _Run(index)
         outputs = _outputs(model, self.data.x_test, self.device)
         for spec, metric in zip(self.metric_specs, self.metrics):
-            run.metrics[spec.kind] = float(metric(outputs, self.data))
-            run.details[spec.kind] = metric.details(outputs, self.data)
+            if "needs_model" in METRICS[spec.kind].capabilities:
+                scored = metric.of_model(model, self.data, self.device)
+            else:
+                scored = Scored(metric(outputs, self.data), details=metric.details(outputs, self.data))
+            run.metrics[spec.kind] = float(scored.value)
+            run.figures[spec.kind] = scored.figures
+            run.details[spec.kind] = scored.details
         for kind, x_test in self.test_sets.items():
             run.corrupted[kind] = float(self.primary(_outputs(model, x_test, self.device), self.data))
         return run
 
     def summary(self, runs: list[_Run], details: bool = False) -> dict[str, Any]:
-        """Stats per metric and per corruption over ``runs``; with ``details``, also the specs' parameters,
-        the per-run extras of each metric (one list entry per run) and, per corruption, the metric measured."""
+        """Stats per metric (with its nested figures' stats) and per corruption over ``runs``; with ``details``,
+        also the specs' parameters, the per-run extras of each metric (one list entry per run) and, per
+        corruption, the metric measured."""
         out: dict[str, Any] = {}
         for spec in self.metric_specs:
-            out[spec.kind] = stats([r.metrics[spec.kind] for r in runs])
+            out[spec.kind] = stats([r.metrics[spec.kind] for r in runs]) | nested_stats([r.figures[spec.kind] for r in runs])
             if details:
                 extras = [r.details[spec.kind] for r in runs]
                 out[spec.kind] |= _params(spec) | {k: [e[k] for e in extras] for k in extras[0]}
@@ -272,6 +281,15 @@ def stats(values: list[float]) -> dict[str, Any]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return {"mean": mean, "std": math.sqrt(var), "values": list(values)}
+
+
+def nested_stats(figures: list[Figures]) -> dict[str, Any]:
+    """The runs' nested figures (same keys in every run) with every float leaf replaced by :func:`stats` of
+    its values over the runs."""
+    if not figures:
+        return {}
+    return {key: nested_stats([f[key] for f in figures]) if isinstance(value, dict)
+            else stats([float(f[key]) for f in figures]) for key, value in figures[0].items()}
 
 
 def _params(spec: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from ddspec.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
-    "CHECKPOINT", "DISTILLED", "FIGURES", "HISTORY", "LOSS_PNG", "METRICS", "PLAN", "REPORT", "ROBUSTNESS_PNG",
+    "ADVERSARIAL_PNG", "CHECKPOINT", "DISTILLED", "FIGURES", "HISTORY", "LOSS_PNG", "METRICS", "PLAN", "REPORT", "ROBUSTNESS_PNG",
     "SAMPLES_PNG", "SPEC", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_distilled",
     "read_json", "save_distilled",
 ]
@@ -25,7 +25,8 @@ CHECKPOINT = "checkpoint.pt"
 SAMPLES_PNG = "samples.png"
 LOSS_PNG = "loss.png"
 ROBUSTNESS_PNG = "robustness.png"
-FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG)
+ADVERSARIAL_PNG = "adversarial.png"
+FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG, ADVERSARIAL_PNG)
 
 
 def save_distilled(path: Path, x: Any, y: Any, extras: dict[str, Any] | None = None) -> None:

@@ -5,6 +5,12 @@ pyplot state), written next to the report as PNGs and embedded in it as base64 d
 HTML is self-contained. Fractions (metrics whose kind declares the capability ``fraction``) are stored
 as fractions and only *shown* as percentages. The baselines of ``metrics.json`` are shown beside the
 distilled figures: a table column and a chart bar each.
+
+A metric's nested figures whose keys are numbers (``adversarial``: ``{"linf": {"0.1": stats, ...}, "clean":
+stats}``) are *curves*: value vs that number, one line per group, the metric's ``clean`` figure at 0
+(``adversarial.png``: robust accuracy vs ε, error bars = std over the runs), and one table row each. A
+metric whose per-run details hold ``square_beats_pgd`` flags gets a warning line for every (norm, ε) where
+the black-box attack broke samples that PGD did not (a sign of gradient masking).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from ddspec.errors import SpecError
 from ddspec.registry import load_plugins
 from ddspec.runtime.artifacts import (
+    ADVERSARIAL_PNG,
     DISTILLED,
     FIGURES,
     HISTORY,
@@ -40,6 +47,8 @@ from ddspec.runtime.artifacts import (
 )
 from ddspec.spec.evaluate import is_fraction
 
+#: The robust-accuracy-vs-ε figure (drawn when a metric has curves).
+
 MAX_CLASSES = 20
 PER_CLASS = 10
 STYLE = (
@@ -51,7 +60,7 @@ STYLE = (
 
 def write_report(out_dir: Path) -> Path:
     """Write ``samples.png``, ``loss.png`` (when there is a history), ``robustness.png`` (when there are
-    corruptions or baselines) and ``report.html`` into the run folder ``out_dir``, deleting a figure of an
+    corruptions or baselines), ``adversarial.png`` (when a metric has curves) and ``report.html`` into the run folder ``out_dir``, deleting a figure of an
     earlier report that this one does not draw; return the report's path."""
     out_dir = Path(out_dir)
     if not (out_dir / DISTILLED).is_file():
@@ -65,6 +74,7 @@ def write_report(out_dir: Path) -> Path:
         SAMPLES_PNG: samples_png(tensors["x"].float().numpy(), tensors["y"].numpy()),
         LOSS_PNG: loss_png(history_rows(_read(out_dir / HISTORY, []))),
         ROBUSTNESS_PNG: robustness_png(metrics),
+        ADVERSARIAL_PNG: curves_png(metrics),
     }
     figures = {name: png for name, png in figures.items() if png is not None}
     for name, png in figures.items():
@@ -244,6 +254,86 @@ def robustness_png(metrics: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def _number(key: str) -> float | None:
+    try:
+        return float(key)
+    except ValueError:
+        return None
+
+
+def curves(entry: Any) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    """The curves of a metric's entry: per nested group whose keys are all numbers, (x, stats) sorted by x,
+    starting with (0, the entry's ``clean`` stats) when it has them and 0 is not a key. Empty for others."""
+    if not isinstance(entry, dict):
+        return {}
+    out = {}
+    for group, block in entry.items():
+        if isinstance(block, dict) and block and all(_number(k) is not None and _is_stats(v) for k, v in block.items()):
+            points = sorted((_number(k), v) for k, v in block.items())
+            if _is_stats(entry.get("clean")) and points[0][0] != 0:
+                points.insert(0, (0.0, entry["clean"]))
+            out[group] = points
+    return out
+
+
+def curves_png(metrics: dict[str, Any]) -> bytes | None:
+    """One panel per metric with curves, one line per group (norm) with error bars (std over the runs),
+    dashed lines for the baselines; percentages for fractions. None without curves."""
+    shown = {name: curves(entry) for name, entry in metrics.items() if curves(entry)}
+    if not shown:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5 * len(shown), 3.5), layout="constrained")
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    baselines = metrics.get("baselines") or {}
+    for ax, (name, groups) in zip(axes, shown.items()):
+        scale = 100.0 if is_fraction(name) else 1.0
+        series = {"": groups, **{f" ({b})": curves(figures.get(name)) for b, figures in baselines.items()}}
+        for suffix, lines in series.items():
+            for group, points in lines.items():
+                ax.errorbar([p for p, _ in points], [scale * s["mean"] for _, s in points],
+                            yerr=[scale * s["std"] for _, s in points], marker="o", capsize=3,
+                            linestyle="--" if suffix else "-", label=f"{group}{suffix}")
+        ax.set_xlabel("ε (units of the training inputs' std)")
+        ax.set_ylabel(f"{name} (%)" if scale == 100.0 else name)
+        if scale == 100.0:
+            ax.set_ylim(0, 100)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def masking_flags(entry: Any) -> list[str]:
+    """``"<norm> ε = <eps> (k of n runs)"`` for every (norm, ε) where some run's ``square_beats_pgd`` is true."""
+    runs = entry.get("square_beats_pgd") if isinstance(entry, dict) else None
+    if not runs:
+        return []
+    flagged = {}
+    for run in runs:
+        for norm, block in run.items():
+            for eps, flag in block.items():
+                flagged[(norm, eps)] = flagged.get((norm, eps), 0) + bool(flag)
+    return [f"{norm} ε = {eps} ({k} of {len(runs)} runs)" for (norm, eps), k in flagged.items() if k]
+
+
+def _curves_section(metrics: dict[str, Any]) -> str:
+    """Per metric with curves: a table row per (group, x) and the gradient-masking warnings."""
+    parts = []
+    for name, entry in metrics.items():
+        groups = curves(entry)
+        if not groups:
+            continue
+        rows = [[group, f"{x:g}", format_stats(s, is_fraction(name)), str(len(s["values"]))]
+                for group, points in groups.items() for x, s in points]
+        parts += [f"<h2>{html.escape(name)} per ε</h2>", _table(["norm", "ε", "mean ± std", "n"], rows)]
+        flags = masking_flags(entry)
+        parts += [f'<p class="flag"><b>Gradient masking?</b> the black-box attack broke samples that PGD did not '
+                  f"at {html.escape(flag)}.</p>" for flag in flags]
+        if groups and not flags and "square_beats_pgd" in entry:
+            parts.append("<p>The black-box attack broke no sample that PGD did not, at any ε.</p>")
+    return "\n".join(parts)
+
+
 # -- HTML --------------------------------------------------------------------------------------
 def _is_stats(value: Any) -> bool:
     return isinstance(value, dict) and "mean" in value and "values" in value
@@ -264,7 +354,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _params_text(entry: dict[str, Any]) -> str:
-    shown = {k: v for k, v in entry.items() if k not in ("mean", "std", "values", "metric") and not isinstance(v, list)}
+    shown = {k: v for k, v in entry.items()
+             if k not in ("mean", "std", "values", "metric") and not isinstance(v, (list, dict))}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
@@ -306,6 +397,7 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
         parts += [f"<h2>Corruptions ({html.escape(primary)})</h2>", _table(["corruption", *header[1:]], rows)]
     if _is_stats(metrics.get("cluster_min")):
         parts.append(_cluster_table(metrics["cluster_min"]))
+    parts.append(_curves_section(metrics))
     per_model = metrics.get("per_model") or {}
     if per_model:
         names = [k for k, v in next(iter(per_model.values())).items() if _is_stats(v)]
@@ -343,7 +435,8 @@ def render_html(
         "<h2>Distilled data</h2>" + _img(SAMPLES_PNG, figures[SAMPLES_PNG]),
         _metrics_section(metrics),
         *(f"<h2>{title}</h2>" + _img(key, figures[key]) for key, title in
-          ((ROBUSTNESS_PNG, "Clean and corrupted test sets"), (LOSS_PNG, "Loss")) if key in figures),
+          ((ROBUSTNESS_PNG, "Clean and corrupted test sets"), (ADVERSARIAL_PNG, "Robust accuracy vs ε"),
+           (LOSS_PNG, "Loss")) if key in figures),
         "<h2>Plan</h2>" + _pre(plan_text),
         "<h2>Resolved spec</h2>" + _pre(spec_text or "(no spec.yaml)"),
     ]

@@ -2,8 +2,8 @@
 
 Metric kinds declare what they measure as capabilities of their registry entry: ``targets:classes`` or
 ``targets:real`` (the targets they fit), ``fraction`` (values in [0, 1]; shown as percentages),
-``default`` (reported when ``evaluate.metrics`` is left empty) and ``primary`` (the figure measured on the
-corrupted test sets).
+``default`` (reported when ``evaluate.metrics`` is left empty), ``primary`` (the figure measured on the
+corrupted test sets) and ``needs_model`` (measured on the trained model itself, not on its test outputs).
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from pydantic import Field, field_validator
 
 from ddspec.errors import Finding
 from ddspec.registry import CORRUPTIONS, DATA, METRICS
-from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveInt, SpecModel
+from ddspec.spec.base import (
+    LearningRate,
+    Momentum,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SpecModel,
+)
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
@@ -129,6 +137,91 @@ class R2Metric(MetricSpec):
     scikit-learn's ``r2_score``)."""
 
     kind: Literal["r2"] = "r2"
+
+
+#: A perturbation norm of the adversarial metric.
+Norm = Literal["linf", "l2"]
+
+
+class SquareAttack(SpecModel):
+    """The black-box random-search attack (Square-style) run beside PGD as the gradient-masking check: it
+    only queries the model's outputs, so a sample it breaks that PGD did not points at masked gradients."""
+
+    queries: PositiveInt = Field(1000, le=100_000, description="Model evaluations per sample, norm and ε.")
+
+
+@METRICS.register(builder="ddspec.evaluate.adversarial:Adversarial",
+                  capabilities=("targets:classes", "fraction", "needs_model"))
+class AdversarialMetric(MetricSpec):
+    """Robust accuracy under bounded input perturbations: the fraction of attacked test samples x (label y)
+    with argmax_k f(x + δ)_k = y for every δ that any attack run finds with ‖δ‖ ≤ ε·σ (and x + δ in ``box``).
+
+    σ is the global standard deviation of the raw training inputs (one scalar over all values); ε is given
+    in units of σ. L∞: ‖δ‖_∞ ≤ ε·σ, each coordinate moves at most ε·σ. L2: ‖δ‖₂ ≤ ε·σ, the whole
+    perturbation (not scaled by √d: an L2 budget ε spreads as ε/√d per coordinate over d coordinates).
+    Attacks: PGD (``steps`` iterations, step α = ``step_size``·ε·σ/``steps``, ``restarts`` runs per loss: the
+    first from x, the others from uniform random starts in the ball; ``losses``: cross-entropy and DLR,
+    −(z_y − max_{j≠y} z_j) / (z_π1 − z_π3), the plain margin −(z_y − z_j) for two classes; then the targeted margin
+    z_t − z_y against each of the ``targets`` most likely other classes) and, with ``square``, a Square-style random
+    search on the margin. A sample broken at ε counts as broken at every larger ε; ε = 0 is clean accuracy.
+    ``samples`` test rows are attacked (a subset drawn once with ``seed``; all rows when there are fewer).
+    The metric's value is the robust accuracy at the middle ε (ε[n // 2] of the sorted grid) of the first norm;
+    ``metrics.json`` holds
+    every (norm, ε) as ``adversarial.<norm>.<ε>`` (mean ± std over the runs) and the clean accuracy of the
+    attacked subset as ``adversarial.clean``."""
+
+    kind: Literal["adversarial"] = "adversarial"
+    norms: list[Norm] = Field(default_factory=lambda: ["linf", "l2"], min_length=1, max_length=2)
+    eps_linf: list[NonNegativeFloat] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.2, 0.3], min_length=1, max_length=50,
+        description="L∞ radii in units of the training inputs' global std.")
+    eps_l2: list[NonNegativeFloat] = Field(
+        default_factory=lambda: [0.25, 0.5, 1.0, 2.0], min_length=1, max_length=50,
+        description="L2 radii (of the whole perturbation) in units of the training inputs' global std.")
+    steps: PositiveInt = Field(50, le=100_000, description="PGD iterations.")
+    restarts: PositiveInt = Field(1, le=1000, description=(
+        "PGD runs per loss: the first from the clean point, each further one from a uniform random start."))
+    step_size: PositiveFloat = Field(2.5, description="PGD step α = step_size · ε / steps.")
+    losses: list[Literal["ce", "dlr"]] = Field(default_factory=lambda: ["ce", "dlr"], min_length=1, max_length=2)
+    targets: NonNegativeInt = Field(3, le=1000, description=(
+        "Targeted PGD runs: the margin z_t − z_y against each of this many classes with the highest clean "
+        "logits after y's (fewer when there are fewer other classes; 0: untargeted losses only)."))
+    box: Literal["auto"] | tuple[float, float] | None = Field("auto", description=(
+        "Bounds on x + δ (raw units): `auto` is the training inputs' (min, max), [lo, hi] given, null none. A "
+        "test value outside the box widens it for that coordinate, so the clean point stays feasible."))
+    square: SquareAttack | None = Field(default_factory=SquareAttack, description=(
+        "The black-box check (null: PGD only); the report flags every ε where it breaks a sample PGD did not."))
+    samples: PositiveInt = Field(500, description="Test samples attacked: a fixed-seed subset when there are more.")
+    seed: int = Field(0, ge=0, description="Seeds the subset, the random starts and the random search.")
+
+    @field_validator("norms", "losses")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) < len(value):
+            raise ValueError("each entry may appear once")
+        return value
+
+    @field_validator("box")
+    @classmethod
+    def _ordered(cls, value: Any) -> Any:
+        if isinstance(value, tuple) and not value[0] < value[1]:
+            raise ValueError(f"box must be [lo, hi] with lo < hi, got {list(value)}")
+        return value
+
+    def eps(self, norm: str) -> list[float]:
+        """The ε grid of ``norm``, ascending, without repeats (units of the global std)."""
+        return sorted(set(self.eps_linf if norm == "linf" else self.eps_l2))
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        yield from super().findings(analysis)
+        if analysis.has("train:estimator") and not analysis.problem.evaluate.models:
+            yield Finding(
+                "METRIC_NEEDS_GRADIENT", "evaluate.metrics",
+                f"`adversarial` runs PGD, which needs input gradients, but the evaluated model family is the "
+                f"estimator of train `{analysis.kind('train')}` (no gradient)",
+                "list differentiable networks under evaluate.models (e.g. [{kind: mlp}]), or drop adversarial "
+                "from evaluate.metrics",
+            )
 
 
 @CORRUPTIONS.register(builder="ddspec.evaluate.corruptions:gaussian_noise")

@@ -30,7 +30,17 @@ from ddspec.registry import (
     on_change,
     signature,
 )
-from ddspec.spec import data, distance, kernel, model, optimize, risk, task, train  # noqa: F401  (register kinds)
+from ddspec.spec import (  # noqa: F401  (register kinds)
+    data,
+    distance,
+    kernel,
+    model,
+    optimize,
+    regularizer,
+    risk,
+    task,
+    train,
+)
 from ddspec.spec.base import SpecModel
 from ddspec.spec.evaluate import EvaluateSpec
 from ddspec.spec.runtime import RuntimeSpec
@@ -50,7 +60,8 @@ def refresh_nested(spec: type[SpecModel], done: set[type] | None = None) -> None
     """Point the fields that ``spec.nested`` names (field → registry, e.g. a risk's ``groups``) at the union of
     their registry's current kinds, in place (``model_rebuild``), after doing the same for those kinds — so a
     kind registered at run time on a nested axis validates, and spec objects built from the public classes stay
-    valid. A field keeps its default and description; None stays allowed where it was."""
+    valid. A field keeps its default and description; None stays allowed where it was, and a list field (e.g.
+    ``train.regularizers``) becomes a list of the union."""
     done = set() if done is None else done
     if spec in done or not spec.nested:
         return
@@ -60,7 +71,10 @@ def refresh_nested(spec: type[SpecModel], done: set[type] | None = None) -> None
             refresh_nested(inner, done)
         info = spec.model_fields[name]
         union = tagged_union(registry)
-        info.annotation = Optional[union] if type(None) in typing.get_args(info.annotation) else union  # noqa: UP045
+        if typing.get_origin(info.annotation) is list:
+            info.annotation = list[union]
+        else:
+            info.annotation = Optional[union] if type(None) in typing.get_args(info.annotation) else union  # noqa: UP045
     spec.model_rebuild(force=True)
 
 

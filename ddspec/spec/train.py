@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from ddspec.errors import Finding
-from ddspec.registry import TRAIN, import_object
+from ddspec.registry import REGULARIZERS, TRAIN, Registry, import_object
 from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveInt, SpecModel
+from ddspec.spec.regularizer import CurvatureRegularizer, RegularizerBase
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
@@ -30,14 +31,25 @@ class TrainBase(SpecModel):
         """The model family in words, when this procedure is the model family itself (None: ``model`` is)."""
         return None
 
+    def active_regularizers(self) -> list[RegularizerBase]:
+        """The regularizers its training loss carries that are computed (λ > 0); none by default."""
+        return []
+
+    def update_cost(self) -> float:
+        """The cost of one training update relative to a plain one: 1 + Σ_r (cost_r − 1) over the active
+        regularizers."""
+        return 1.0 + sum(r.update_cost() - 1.0 for r in self.active_regularizers())
+
 
 TRAIN.base = TrainBase
 
 
 @TRAIN.register(capabilities=("differentiable",))
 class GradientTrain(TrainBase):
-    """Gradient-based training (SGD or Adam) for ``steps`` steps on mini-batches of ``batch_size``."""
+    """Gradient-based training (SGD or Adam) for ``steps`` steps on mini-batches of ``batch_size``, of the loss
+    mean_i ℓ_i + Σ_r λ_r mean_i R_r,i with the ``regularizers`` R_r (per sample; none by default)."""
 
+    nested: ClassVar[dict[str, Registry]] = {"regularizers": REGULARIZERS}
     kind: Literal["gradient"] = "gradient"
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: LearningRate = 0.01
@@ -50,14 +62,34 @@ class GradientTrain(TrainBase):
     learn_lr: bool = Field(
         False, description="Learn one inner lr per step (held as log lr, starting at lr); bilevel unrolled only."
     )
+    regularizers: list[CurvatureRegularizer] = Field(
+        default_factory=list, description="Penalties added to the per-sample training loss of every model the "
+        "distillation trains (inner training, network updates, teachers, experts; not the evaluation).",
+    )
 
     def inner_steps(self) -> int | None:
         return self.steps
 
+    def active_regularizers(self) -> list[RegularizerBase]:
+        return [r for r in self.regularizers if r.active()]
+
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """Learned lrs need an objective that differentiates through the inner steps: a surrogate distance does
         so only when it unrolls them (capability ``needs_unroll``). (Which hypergradients differentiate the lrs:
-        ``optimize.hypergradient``'s findings.)"""
+        ``optimize.hypergradient``'s findings.) Regularizers need a model trained by gradient steps: an embedding
+        surrogate trains none, a closed-form model is fitted, not trained. The regularizers' own findings."""
+        for r in self.regularizers:
+            yield from r.findings(analysis)
+        if self.active_regularizers():
+            untrained = ""
+            if analysis.has("distance:embedding"):
+                untrained = f"distance `{analysis.kind('distance')}` compares embeddings of untrained networks"
+            elif analysis.has("model:closed_form"):
+                untrained = "the model is fitted in closed form"
+            if untrained:
+                yield Finding("REGULARIZER_UNUSED", "train.regularizers", f"{untrained}: no model is trained with "
+                              "gradient steps, so the regularizers have no effect", "remove train.regularizers",
+                              severity="warning")
         if self.learn_lr and analysis.has("distance:surrogate") and not analysis.has("distance:needs_unroll"):
             yield Finding("LR_NOT_LEARNABLE", "train.learn_lr", f"`{analysis.kind('distance')}` does not "
                           "differentiate through the inner steps, so their lrs receive no gradient",

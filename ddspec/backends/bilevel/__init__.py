@@ -13,7 +13,9 @@ with the hypergradient of ``optimize.hypergradient`` (registry ``HYPERGRADIENTS`
 higher, truncated, checkpointed —, implicit, or the ridge head: the last layer in closed form). The inner steps
 train with the targets' loss too. Learnable: D̂ (:class:`~ddspec.components.synthetic.set.SyntheticSet`: the
 inputs, held standardized, and the targets — soft-label logits, or real-valued rows) and per-step inner
-learning rates (log). Which objective runs is read from capabilities: a distance with ``needs_experts`` starts
+learning rates (log). With ``train.regularizers`` the inner steps (and the teacher or experts) train on
+mean_i ℓ_i + Σ_r λ_r mean_i R_r,i, and the hypergradient differentiates through those regularized steps. Which
+objective runs is read from capabilities: a distance with ``needs_experts`` starts
 each scenario at an expert checkpoint; otherwise the task (``TASKS.build``) gives the per-sample losses, and a
 risk with ``groups`` acts within each scenario on groups of the real batch. torch is imported by :mod:`.run` in
 ``run``.
@@ -99,7 +101,8 @@ class BilevelBackend(Backend):
         """Per scenario: K inner steps of forward + backward + double backward on min(batch, N) synthetic
         samples, and the outer loss on a real batch (the hypergradient's ``scenario_flops``). Memory: the
         unroll keeps each tracked step's activations and parameter copies (its ``tracked_steps``: K; K/S + S
-        with checkpointing; one for implicit and the ridge head)."""
+        with checkpointing; one for implicit and the ridge head). Training updates (inner steps, teacher, experts)
+        cost ``train.update_cost()`` times a plain one (the regularizers)."""
         p, info = analysis.problem, analysis.data
         models = list(p.scenarios.models) or [p.model]
         costs = [m.cost(info.input_shape, info.num_outputs) for m in models]
@@ -112,20 +115,24 @@ class BilevelBackend(Backend):
         tracked, how = hyper.tracked_steps(k)
         if hyper.normalize:
             how += ", each scenario's hypergradient normalized to norm 1"
-        per_scenario = hyper.scenario_flops(k, TRAIN_FACTOR * flops * batch, TRAIN_FACTOR * flops * real)
+        update = TRAIN_FACTOR * flops * p.train.update_cost()  # one (regularized) training update per sample
+        per_scenario = hyper.scenario_flops(k, update * batch, TRAIN_FACTOR * flops * real)
         total = per_scenario * p.scenarios.inits * p.optimize.iterations
         step_bytes = 4 * (3 * acts * batch + 4 * params)
         sample = math.prod(info.input_shape)
         memory = tracked * step_bytes + 4 * (acts * real + sample * (info.n_train + info.n_test + 4 * analysis.n_synthetic))
         target = f"outer loss on {real} real samples"
         if experts:
-            more_flops, more_bytes, prepare = p.distance.preparation(info, TRAIN_FACTOR * flops, params)
+            more_flops, more_bytes, prepare = p.distance.preparation(info, update, params)
             memory += more_bytes
             target = "outer loss: distance to the expert's parameters"
         else:
-            more_flops, prepare = p.task.preparation(info, TRAIN_FACTOR * flops)
+            more_flops, prepare = p.task.preparation(info, update)
         total += more_flops
         prepare = f"; {prepare}" if prepare else ""
+        regularized = p.train.active_regularizers()
+        if regularized:
+            prepare += "; training loss regularized: " + ", ".join(r.describe() for r in regularized)
         detail = (
             f"{p.optimize.iterations} iterations x {p.scenarios.inits} scenario(s), each K = {k} inner steps on "
             f"{batch} synthetic samples, {how}, {target}{prepare}; {total:.2g} FLOPs at the nominal throughput"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from ddspec.backends.base import Distilled
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.objectives.scenarios import Objective, inner_batches
 from ddspec.components.synthetic.set import SyntheticSet
+from ddspec.components.training.regularizers import Regularizer, build_regularizers
 from ddspec.components.training.unroll import Hypergradient, InnerData, InnerRecipe, Outer, Tensors, unit_norm
 from ddspec.registry import HYPERGRADIENTS, RISKS
 from ddspec.runtime.context import RunContext
@@ -29,11 +30,12 @@ from ddspec.runtime.context import RunContext
 class Learned:
     """What the outer optimizer learns: the synthetic set D̂ and, with ``train.learn_lr``, the inner procedure's
     per-step log-lrs (not part of D̂: they are saved as the extra ``lr``); ``loss`` is the targets' loss the inner
-    steps train with."""
+    steps train with, ``regularizers`` the built ``train.regularizers`` added to it."""
 
     synthetic: SyntheticSet
     log_lr: torch.Tensor | None
     loss: Callable[..., torch.Tensor]
+    regularizers: list[Regularizer] = field(default_factory=list)
 
     @classmethod
     def create(cls, ctx: RunContext) -> Learned:
@@ -42,7 +44,7 @@ class Learned:
         log_lr = None
         if p.train.learn_lr:
             log_lr = torch.full((p.train.steps,), math.log(p.train.lr), device=synthetic.z.device).requires_grad_(True)
-        return cls(synthetic, log_lr, ctx.data.targets.loss)
+        return cls(synthetic, log_lr, ctx.data.targets.loss, build_regularizers(p.train, ctx.data.x_train))
 
     @property
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -52,7 +54,7 @@ class Learned:
     def inner_data(self, lr: float, steps: int, batches: list[torch.Tensor | None]) -> InnerData:
         """D̂ as the unroll sees it (differentiable w.r.t. the learned tensors), trained on with the targets' loss."""
         lrs = torch.full((steps,), lr, device=self.synthetic.z.device) if self.log_lr is None else self.log_lr.exp()
-        return InnerData(self.synthetic.x, self.synthetic.targets(), lrs, batches, self.loss)
+        return InnerData(self.synthetic.x, self.synthetic.targets(), lrs, batches, self.loss, self.regularizers)
 
     def result(self) -> Distilled:
         x, y = self.synthetic.result()

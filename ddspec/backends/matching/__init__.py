@@ -37,6 +37,11 @@ G⁺ the non-empty groups (empty groups skipped, one-sample groups counted):
   plays the part of the plain cross-entropy). In embedding space the groups come from the features the
   distance compares, so grouping costs no extra forward pass.
 
+With ``train.regularizers`` (e.g. GUARD's curvature penalty) every network update minimizes the regularized
+loss (per-sample ℓ_R,i = ℓ_i + Σ_r λ_r R_r,i inside a grouped risk's ``within``), and the real gradient target of
+``gradient_match`` is ∇θ mean_i ℓ_R,i on the real batch; each such update costs ``train.update_cost()`` times a
+plain one.
+
 Which loop runs is a capability of the distance: ``needs_network_training`` (a gradient surrogate, the DC
 loop) or ``embedding`` (an embedding surrogate on untrained networks, the DM loop); the distance's builder
 gives the surrogate's math, and its spec class (:class:`ddspec.spec.distance.MatchingDistance`) the reference
@@ -139,7 +144,8 @@ class MatchingBackend(Backend):
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """FLOPs from the models' analytic costs: a forward is f per sample, forward + backward
-        TRAIN_FACTOR·f, a double backward (gradient matching's create_graph) 2·TRAIN_FACTOR·f."""
+        TRAIN_FACTOR·f, a double backward (gradient matching's create_graph) 2·TRAIN_FACTOR·f; the network updates
+        and the real gradient target cost ``train.update_cost()`` times that (the regularizers)."""
         p, info = analysis.problem, analysis.data
         costs = [m.cost(info.input_shape, info.num_classes) for m in (list(p.scenarios.models) or [p.model])]
         params, acts = max(c[0] for c in costs), max(c[2] for c in costs)
@@ -149,13 +155,17 @@ class MatchingBackend(Backend):
         outer = p.optimize.outer_loop or self.schedule(analysis)[0]
         steps = p.train.steps or self.schedule(analysis)[1]
         if trains_networks(analysis):
-            match = TRAIN_FACTOR * flops * real + 2 * TRAIN_FACTOR * flops * n
-            inner = TRAIN_FACTOR * flops * min(p.train.batch_size, n)
+            update = TRAIN_FACTOR * flops * p.train.update_cost()  # a (regularized) update: network and real target
+            match = update * real + 2 * TRAIN_FACTOR * flops * n
+            inner = update * min(p.train.batch_size, n)
             if analysis.has("risk:groups"):  # network steps on a real batch (and an embedding pass to group it)
-                inner = (TRAIN_FACTOR + 1) * flops * p.risk.batch_size
+                inner = (update + flops) * p.risk.batch_size
             per_init = outer * match + (outer - 1) * steps * inner
             live = acts * (max(batches) + 2 * max(analysis.synthetic_counts)) + 4 * params
             how = f"{outer} synthetic steps x {real} real + {n} synthetic samples, {steps} network steps between"
+            regularized = p.train.active_regularizers()
+            if regularized:
+                how += " (regularized: " + ", ".join(r.describe() for r in regularized) + ")"
         else:
             per_init = flops * real + TRAIN_FACTOR * flops * n
             live = acts * (max(batches) + max(analysis.synthetic_counts)) + params

@@ -15,7 +15,8 @@ groups (``GROUPS.build``) draw no randomness (:mod:`ddspec.components.objectives
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.synthetic.set import SyntheticSet
 from ddspec.components.training.augment import Augment
 from ddspec.components.training.optimizers import make_optimizer
+from ddspec.components.training.regularizers import Regularizer, batch_loss, build_regularizers, regularized_losses
 from ddspec.errors import SpecError
 from ddspec.registry import DISTANCES, GROUPS, RISKS
 from ddspec.runtime.context import RunContext
@@ -57,7 +59,8 @@ class Matcher:
     ``synthetic`` (:class:`~ddspec.components.synthetic.set.SyntheticSet`) holds D̂: the optimizer moves its
     standardized inputs z (x = μ + σ·z), class c in rows ``synthetic.slices[c]``, and its label logits when
     labels are learned. ``distance`` is the built surrogate, ``risk`` the built risk measure, and ``groups``
-    the group assigner of a grouped risk (None for the expectation).
+    the group assigner of a grouped risk (None for the expectation); ``regularizers`` the built
+    ``train.regularizers`` of the network updates and of the real gradient target (none: the plain loss).
     """
 
     ctx: RunContext
@@ -67,6 +70,7 @@ class Matcher:
     distance: Callable[..., torch.Tensor]
     risk: RiskMeasure
     groups: GroupAssigner | None = None
+    regularizers: list[Regularizer] = field(default_factory=list)
 
     @classmethod
     def create(cls, ctx: RunContext) -> Matcher:
@@ -85,7 +89,7 @@ class Matcher:
         risk = RISKS.build(p.risk)
         groups = GROUPS.build(p.risk.groups, ctx.data) if risk.grouped else None
         return cls(ctx, synthetic, make_augment(p, ctx.data.input_shape), ctx.data.strata(),
-                   DISTANCES.build(p.distance, ctx), risk, groups)
+                   DISTANCES.build(p.distance, ctx), risk, groups, build_regularizers(p.train, ctx.data.x_train))
 
     def seed(self) -> int:
         return int(torch.randint(SEED_BOUND, (), generator=self.ctx.generator))
@@ -124,12 +128,13 @@ class Matcher:
 
 def class_gradient_distance(m: Matcher, net: nn.Module, c: int) -> torch.Tensor:
     """d_c = distance(∇θ ℓ(net; aug(R_c)), ∇θ ℓ(net; aug(S_c))), differentiable w.r.t. S_c (and the label
-    logits); the same augmentation draw for both batches."""
+    logits); the same augmentation draw for both batches. With regularizers the real target is GUARD's
+    ∇θ mean_i ℓ_R,i on the real batch (the synthetic side keeps the plain loss)."""
     params = [p for p in net.parameters() if p.requires_grad]
     seed = m.seed()
     real = m.aug(m.real(c), seed)
     labels = torch.full((len(real),), c, dtype=torch.int64, device=real.device)
-    g_real = [g.detach() for g in torch.autograd.grad(m.loss(net(real), labels), params)]
+    g_real = [g.detach() for g in torch.autograd.grad(batch_loss(net, real, labels, m.loss, m.regularizers), params)]
     s = m.synthetic
     syn = m.aug(s.stratum(c), seed)
     g_syn = torch.autograd.grad(m.loss(net(syn), s.targets(s.slices[c])), params, create_graph=True)
@@ -137,12 +142,13 @@ def class_gradient_distance(m: Matcher, net: nn.Module, c: int) -> torch.Tensor:
 
 
 def train_network(m: Matcher, net: nn.Module, optimizer: torch.optim.Optimizer, steps: int, batch_size: int) -> None:
-    """``steps`` steps of ℓ(net(aug(S_B)), targets_B) on random mini-batches B of the detached synthetic set."""
+    """``steps`` steps of ℓ(net(aug(S_B)), targets_B) (plus the regularizers' mean λR) on random mini-batches B of
+    the detached synthetic set."""
     x = m.synthetic.x.detach()
     targets = m.synthetic.targets().detach()
     for _ in range(steps):
         batch = torch.randperm(len(x), generator=m.ctx.generator)[:batch_size].to(x.device)
-        loss = m.loss(net(m.aug(x[batch], m.seed())), targets[batch])
+        loss = batch_loss(net, m.aug(x[batch], m.seed()), targets[batch], m.loss, m.regularizers)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -153,12 +159,17 @@ def train_network_robust(m: Matcher, net: nn.Module, optimizer: torch.optim.Opti
     ``risk.batch_size`` samples split evenly over the classes), groups it (``m.groups``, on the current network)
     and minimizes ``risk.within`` of ℓ_i = ℓ(net(aug(x_i)), y_i), i ∈ B — for group_cvar
     mean_weight·mean_g CVaR_α(ℓ_g) + max_weight·max_g CVaR_α(ℓ_g) + ce_weight·mean_i ℓ_i, gradients through
-    every term. The synthetic set is not trained on here (the paper's network update uses the real data only)."""
+    every term (with regularizers, ℓ_i is ℓ_R,i = ℓ_i + Σ_r λ_r R_r,i). The synthetic set is not trained on here
+    (the paper's network update uses the real data only)."""
     data, s = m.ctx.data, m.synthetic
     for _ in range(steps):
         rows = m.robust_rows()
         groups, num_groups = m.groups.of_rows(data, rows, s.x, s.y, net)
-        losses = m.loss(net(m.aug(data.x_train[rows], m.seed())), data.y_train[rows], reduction="none")
+        x, y = m.aug(data.x_train[rows], m.seed()), data.y_train[rows]
+        if m.regularizers:
+            losses = regularized_losses(net, x, y, partial(m.loss, reduction="none"), m.regularizers)
+        else:
+            losses = m.loss(net(x), y, reduction="none")
         loss = m.risk.within(losses, groups, num_groups)
         optimizer.zero_grad()
         loss.backward()

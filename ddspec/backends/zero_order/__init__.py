@@ -96,7 +96,7 @@ class ZeroOrderBackend(Backend):
             params, flops, acts = (max(c[0] for c in costs), sum(c[1] for c in costs) / len(costs),
                                    max(c[2] for c in costs))
             k, batch = p.train.steps or DEFAULT_STEPS, min(p.train.batch_size, analysis.n_synthetic)
-            total = evaluations * (k * TRAIN_FACTOR * flops * batch + flops * real)
+            total = evaluations * (k * TRAIN_FACTOR * flops * p.train.update_cost() * batch + flops * real)
             batched = 1 if opt.evaluations == "loop" else min(opt.chunk or per_step, per_step)
             memory += 4 * batched * (4 * params + 3 * acts * max(batch, real))
             how = f"K = {k} inner steps each, " + ("looped" if batched == 1 else f"{batched} vmapped at once")

@@ -3,7 +3,10 @@
 Randomness: the directions, the real batch, the inner mini-batches and the estimators' seeds come from
 ``ctx.generator``, model initialisations from the global torch RNG; both are checkpointed with the learned tensors
 and the step's optimizer, so a resumed run continues bit-for-bit. Every evaluation of one step shares the step's
-draws (common random numbers), so ĝ measures the change of the objective, not the change of the scenario.
+draws (common random numbers), so ĝ measures the change of the objective, not the change of the scenario. That
+includes the rows a regularizer with ``fraction`` < 1 draws from the global RNG inside the inner training: the
+vmapped evaluations run with ``randomness="same"`` (torch restores the CPU RNG state for every chunk), the looped
+ones from the same RNG state each, so both leave the RNG where one evaluation does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ddspec.components import zero_order
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.objectives.scenarios import Objective, inner_batches
 from ddspec.components.synthetic.set import SyntheticSet
+from ddspec.components.training.regularizers import Regularizer, batch_loss, build_regularizers
 from ddspec.components.training.unroll import InnerRecipe, Outer, Tensors, init_buffers, inner_step
 from ddspec.errors import RunError
 from ddspec.registry import RISKS, TRAIN
@@ -61,13 +65,18 @@ class Flat:
 
 
 def trained_outputs(model: nn.Module, params0: Tensors, recipe: InnerRecipe, lr: float,
-                    batches: Sequence[torch.Tensor | None], loss: Callable[..., torch.Tensor], outer: Outer
-                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    batches: Sequence[torch.Tensor | None], loss: Callable[..., torch.Tensor], outer: Outer,
+                    regularizers: Sequence[Regularizer] = ()) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(x, targets) ↦ ℓ(θ_K): K inner steps from θ_0 on (x, targets) — the optimizer steps of
     :func:`~ddspec.components.training.unroll.inner_step`, gradients by ``torch.func.grad`` so that the whole fit
-    can be vmapped over perturbed sets — then the outer loss."""
+    can be vmapped over perturbed sets — then the outer loss. The step's loss carries the ``regularizers``
+    (their input gradients are ``torch.func.vjp``, so they vmap too)."""
     names = [n for n, _ in model.named_parameters()]
-    step_grad = grad(lambda params, x, t: loss(functional_call(model, dict(zip(names, params)), (x,)), t))
+
+    def step_loss(params: Tensors, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        state = dict(zip(names, params))
+        return batch_loss(lambda inputs: functional_call(model, state, (inputs,)), x, t, loss, regularizers)
+    step_grad = grad(step_loss)
 
     def fit(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         params, buffers = list(params0), init_buffers(recipe, params0)
@@ -86,6 +95,7 @@ class TorchInner:
         self.ctx, self.objective = ctx, objective
         self.recipe = InnerRecipe.of(ctx.problem.train)
         self.batched = ctx.problem.optimize.evaluations != "loop"
+        self.regularizers = build_regularizers(ctx.problem.train, ctx.data.x_train)
 
     def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
         """The step's scenarios: per ω, (x, targets) ↦ ℓ_ω after training the scenario's model on them."""
@@ -95,11 +105,12 @@ class TorchInner:
             params0 = [q.detach() for q in model.parameters()]
             batches = inner_batches(self.ctx, len(synthetic.y), p.train.steps)
             fits.append(trained_outputs(model, params0, self.recipe, p.train.lr, batches,
-                                        self.ctx.data.targets.loss, outer))
+                                        self.ctx.data.targets.loss, outer, self.regularizers))
         return fits
 
     def values(self, fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
-        """S x E losses: scenario s trained on perturbed set e."""
+        """S x E losses: scenario s trained on perturbed set e (every e of a scenario with the same RNG draws)."""
+        rng = torch.get_rng_state()
         if self.batched:
             try:
                 return torch.stack([self._batched(fit, x, targets, fixed) for fit in fits])
@@ -111,15 +122,23 @@ class TorchInner:
                 warnings.warn(f"zero-order: vmap does not apply to this objective ({err}); evaluating in a loop",
                               stacklevel=2)
                 self.batched = False
-        return torch.stack([torch.stack([fit(x[e], fixed if targets is None else targets[e]) for e in range(len(x))])
-                            for fit in fits])
+                torch.set_rng_state(rng)
+        return torch.stack([self._looped(fit, x, targets, fixed) for fit in fits])
+
+    @staticmethod
+    def _looped(fit: Callable, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+        rng, out = torch.get_rng_state(), []
+        for e in range(len(x)):
+            torch.set_rng_state(rng)
+            out.append(fit(x[e], fixed if targets is None else targets[e]))
+        return torch.stack(out)
 
     def _batched(self, fit: Callable, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor
                  ) -> torch.Tensor:
         chunk = self.ctx.problem.optimize.chunk
         if targets is None:
-            return vmap(lambda xe: fit(xe, fixed), chunk_size=chunk)(x)
-        return vmap(fit, chunk_size=chunk)(x, targets)
+            return vmap(lambda xe: fit(xe, fixed), chunk_size=chunk, randomness="same")(x)
+        return vmap(fit, chunk_size=chunk, randomness="same")(x, targets)
 
 
 class EstimatorInner:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ddspec.components.training.fit import fit
+from ddspec.components.training.regularizers import build_regularizers
 from ddspec.io import atomic_write_bytes
 
 TEACHER = "teacher.safetensors"
@@ -58,7 +59,8 @@ def _load(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], fl
 
 def teacher(ctx: Any) -> tuple[nn.Module, float]:
     """(the teacher of ``task: predictions``, seconds its training took): the problem's model trained on the
-    real training data with the task's recipe (lr × 0.1 at half) and the targets' loss, cached as :data:`TEACHER`."""
+    real training data with the task's recipe (lr × 0.1 at half) and the targets' loss (with ``train.regularizers``:
+    the squeeze step of GUARD), cached as :data:`TEACHER`."""
     task = ctx.problem.task
     path = ctx.out / TEACHER
     model = ctx.new_model_seeded(ctx.problem.runtime.seed + SEED_OFFSET)
@@ -70,7 +72,8 @@ def teacher(ctx: Any) -> tuple[nn.Module, float]:
                         task.teacher_batch_size, lr_drop_at_half=True)
         start = time.perf_counter()
         order = torch.Generator().manual_seed(ctx.problem.runtime.seed + SEED_OFFSET)
-        fit(model, ctx.data.x_train, ctx.data.y_train, recipe, order, loss=ctx.data.targets.loss)
+        fit(model, ctx.data.x_train, ctx.data.y_train, recipe, order, loss=ctx.data.targets.loss,
+            regularizers=build_regularizers(ctx.problem.train, ctx.data.x_train))
         seconds = time.perf_counter() - start
         _save(path, model.state_dict(), seconds)
     return model.eval().requires_grad_(False), seconds
@@ -79,7 +82,8 @@ def teacher(ctx: Any) -> tuple[nn.Module, float]:
 def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float]:
     """(θ*[e][t] — parameter lists of expert e after t = 0..E epochs —, seconds of training): experts of the
     problem's model trained on the real data with the ``trajectory`` distance's recipe and the targets' loss
-    (cross-entropy for classes, squared error for real-valued targets), cached as :data:`EXPERTS`."""
+    (cross-entropy for classes, squared error for real-valued targets) with ``train.regularizers``, cached as
+    :data:`EXPERTS`."""
     d = ctx.problem.distance
     path = ctx.out / EXPERTS
     names = [n for n, _ in ctx.new_model_seeded(0).named_parameters()]
@@ -88,6 +92,7 @@ def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float
         return [[[flat[f"{e}.{t}.{n}"] for n in names] for t in range(d.expert_epochs + 1)]
                 for e in range(d.experts)], seconds
     recipe = Recipe(d.expert_epochs, d.expert_lr, d.expert_momentum, 0.0, d.expert_batch_size)
+    regularizers = build_regularizers(ctx.problem.train, ctx.data.x_train)
     start = time.perf_counter()
     trajectories = []
     for e in range(d.experts):
@@ -96,7 +101,7 @@ def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float
         snapshots = [[p.detach().clone() for p in model.parameters()]]
         fit(model, ctx.data.x_train, ctx.data.y_train, recipe, torch.Generator().manual_seed(seed),
             on_epoch=lambda _, m, out=snapshots: out.append([p.detach().clone() for p in m.parameters()]),
-            loss=ctx.data.targets.loss)
+            loss=ctx.data.targets.loss, regularizers=regularizers)
         trajectories.append(snapshots)
     seconds = time.perf_counter() - start
     flat = {f"{e}.{t}.{n}": p for e, traj in enumerate(trajectories) for t, ps in enumerate(traj)

@@ -1,7 +1,7 @@
 """Implicit-function-theorem hypergradients: memory independent of the number of inner steps.
 
 At a stationary point θ* of the inner objective L_train(θ, D̂) = ℓ(f_θ(x), y) + (λ/2)‖θ‖² (ℓ: the batch mean
-of the targets' loss, cross-entropy or squared error)
+of the targets' loss, cross-entropy or squared error, plus the ``train.regularizers`` terms Σ_r λ_r mean_i R_r,i)
 (∇θ L_train(θ*, D̂) = 0), the implicit function theorem gives dθ*/dD̂ = −H⁻¹ ∂²L_train/∂θ∂D̂ with
 H = ∇²θ L_train(θ*, D̂), so for an outer loss L(θ*):
 
@@ -27,7 +27,7 @@ from ddspec.components.training.unroll import (
     Outer,
     Tensors,
     grads_or_zeros,
-    train_loss,
+    step_gradient,
     unroll,
 )
 
@@ -71,7 +71,7 @@ def stationarity(model: nn.Module, names: Sequence[str], params: Tensors, data: 
                  differentiable: bool) -> Tensors:
     """∇θ L_train(θ, D̂) on the whole synthetic set, with a graph (for HVPs and the mixed term)."""
     x, t = (data.x, data.targets) if differentiable else (data.x.detach(), data.targets.detach())
-    grads = torch.autograd.grad(train_loss(model, names, params, x, t, data.loss), params, create_graph=True)
+    grads = step_gradient(model, names, params, x, t, data.loss, data.regularizers, True)
     return [g + recipe.weight_decay * p for g, p in zip(grads, params)]
 
 
@@ -85,6 +85,7 @@ def implicit_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRecip
     params = unroll(model, data, recipe, track_from=recipe.steps, params0=params0)
     loss = outer(params)
     g_out = grads_or_zeros(loss, params)
+    rows = torch.get_rng_state()
     g_train = stationarity(model, names, params, data, recipe, differentiable=False)
 
     def hessian_vector(v: Tensors) -> Tensors:
@@ -95,7 +96,10 @@ def implicit_hypergradient(model: nn.Module, data: InnerData, recipe: InnerRecip
         v = neumann(hessian_vector, g_out, iterations, step)
     else:
         v = conjugate_gradient(hessian_vector, g_out, iterations)
+    after = torch.get_rng_state()  # both stationarity calls regularize the same rows (regularizer fraction < 1)
+    torch.set_rng_state(rows)
     mixed = _dot(stationarity(model, names, params, data, recipe, differentiable=True), [vi.detach() for vi in v])
+    torch.set_rng_state(after)
     return float(loss.detach()), [-g for g in grads_or_zeros(mixed, data.leaves())]
 
 

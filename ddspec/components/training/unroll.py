@@ -9,7 +9,13 @@ parameters θ, the optimizer buffers, D̂ and the per-step learning rates η_k (
 
 (Adam in the form of Kingma & Ba's Algorithm 1 with ε added to √v, as ``higher`` implements it; the
 derivative of √v is taken as 0 where v = 0.) ℓ is the batch mean of the targets' loss (:attr:`InnerData.loss`):
-cross-entropy for classes, squared error ‖f(x) − y‖² for real-valued targets.
+cross-entropy for classes, squared error ‖f(x) − y‖² for real-valued targets; with ``train.regularizers``
+(:attr:`InnerData.regularizers`) it is mean_i ℓ_i + Σ_r λ_r mean_i R_r,i, and every engine differentiates through
+the regularized steps (third-order terms for the curvature regularizer): a step's gradient is the partial
+derivative at the regularizer's held quantities (the curvature direction z), and a differentiated step computes it
+with :func:`~ddspec.components.training.regularizers.parameter_gradient`, so the hypergradient also follows
+z(θ_k, D̂) — exact. A regularizer with ``fraction`` < 1 draws its rows from torch's global RNG once per step; the
+checkpointed engine replays the same draws when it recomputes a segment.
 
 The hypergradient of an outer loss L(θ_K) with respect to (x, y, η) is computed by one of:
 
@@ -39,6 +45,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ddspec.components.training.regularizers import Regularizer, batch_loss, parameter_gradient
+
 Tensors = list[torch.Tensor]
 #: ℓ(outputs, targets) averaged over the batch.
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,15 +74,17 @@ class InnerRecipe:
 @dataclass
 class InnerData:
     """What the unroll trains on: inputs ``x``, targets (int64 classes, N x K probabilities or real values),
-    the per-step learning rates ``lrs`` (K), each step's batch indices (None = the whole set), and the
+    the per-step learning rates ``lrs`` (K), each step's batch indices (None = the whole set), the
     batch-mean ``loss`` ℓ (no default: ``Dataset.targets.loss``, cross-entropy for classes, squared error for
-    real-valued targets)."""
+    real-valued targets; with ``regularizers`` it must accept ``reduction="none"``) and the training loss's
+    built regularizers (none by default)."""
 
     x: torch.Tensor
     targets: torch.Tensor
     lrs: torch.Tensor
     batches: Sequence[torch.Tensor | None]
     loss: Loss
+    regularizers: Sequence[Regularizer] = ()
 
     def batch(self, k: int, differentiable: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x, t = (self.x, self.targets) if differentiable else (self.x.detach(), self.targets.detach())
@@ -90,9 +100,23 @@ class InnerData:
 
 
 def train_loss(model: nn.Module, names: Sequence[str], params: Sequence[torch.Tensor], x: torch.Tensor,
-               targets: torch.Tensor, loss: Loss) -> torch.Tensor:
-    """The batch mean of ℓ(f_θ(x), targets), ℓ = ``loss`` (the data's ``targets.loss``)."""
-    return loss(functional_call(model, dict(zip(names, params)), (x,)), targets)
+               targets: torch.Tensor, loss: Loss, regularizers: Sequence[Regularizer] = ()) -> torch.Tensor:
+    """The batch mean of ℓ(f_θ(x), targets), ℓ = ``loss`` (the data's ``targets.loss``), plus Σ_r λ_r mean_i R_r,i
+    with ``regularizers``."""
+    state = dict(zip(names, params))
+    return batch_loss(lambda inputs: functional_call(model, state, (inputs,)), x, targets, loss, regularizers)
+
+
+def step_gradient(model: nn.Module, names: Sequence[str], params: Sequence[torch.Tensor], x: torch.Tensor,
+                  targets: torch.Tensor, loss: Loss, regularizers: Sequence[Regularizer], differentiable: bool
+                  ) -> Tensors:
+    """∇θ of :func:`train_loss` (the step's gradient); ``differentiable``: with its graph, through the regularizers'
+    held quantities too (:func:`~ddspec.components.training.regularizers.parameter_gradient`)."""
+    if differentiable and regularizers:
+        return parameter_gradient(lambda p, inputs: functional_call(model, dict(zip(names, p)), (inputs,)),
+                                  params, x, targets, loss, regularizers)
+    value = train_loss(model, names, params, x, targets, loss, regularizers)
+    return list(torch.autograd.grad(value, params, create_graph=differentiable))
 
 
 def init_buffers(recipe: InnerRecipe, params: Sequence[torch.Tensor]) -> Tensors:
@@ -134,8 +158,7 @@ def run_steps(model: nn.Module, names: Sequence[str], params: Tensors, buffers: 
             params = [p.detach().requires_grad_(True) for p in params]
             buffers = [b.detach() for b in buffers]
         x, t = data.batch(k, differentiable)
-        loss = train_loss(model, names, params, x, t, data.loss)
-        grads = torch.autograd.grad(loss, params, create_graph=differentiable)
+        grads = step_gradient(model, names, params, x, t, data.loss, data.regularizers, differentiable)
         params, buffers = inner_step(recipe, params, buffers, grads, data.lr(k, differentiable), k)
     if not differentiable:
         params = [p.detach().requires_grad_(True) for p in params]
@@ -163,10 +186,13 @@ def unroll(model: nn.Module, data: InnerData, recipe: InnerRecipe, track_from: i
 def unroll_higher(model: nn.Module, data: InnerData, recipe: InnerRecipe, track_from: int = 0,
                   params0: Sequence[torch.Tensor] | None = None) -> Tensors:
     """θ_K by the ``higher`` engine: ``higher.innerloop_ctx`` over a copy of ``model`` with the lr overridden
-    per step; at ``track_from`` the fast weights and the optimizer state are cut from the graph."""
+    per step; at ``track_from`` the fast weights and the optimizer state are cut from the graph. A tracked step
+    with regularizers hands higher's optimizer the gradient of :func:`step_gradient` (its ``grad_callback``, on a
+    zero loss), so the engines agree to rounding."""
     import higher
 
     model = copy.deepcopy(model)
+    names = [n for n, _ in model.named_parameters()]
     if params0 is not None:
         with torch.no_grad():
             for p, value in zip(model.parameters(), params0):
@@ -179,7 +205,14 @@ def unroll_higher(model: nn.Module, data: InnerData, recipe: InnerRecipe, track_
                 _cut(fmodel, diffopt)
             tracked = k >= track_from
             x, t = data.batch(k, tracked)
-            diffopt.step(data.loss(fmodel(x), t), override={"lr": [data.lr(k, tracked)]})
+            lr = {"lr": [data.lr(k, tracked)]}
+            if tracked and data.regularizers:
+                fast = list(fmodel.fast_params)  # type: ignore[attr-defined]
+                grads = step_gradient(model, names, fast, x, t, data.loss, data.regularizers, True)
+                zero = sum((p * 0).sum() for p in fast)
+                diffopt.step(zero, override=lr, grad_callback=lambda _, grads=grads: grads)
+            else:
+                diffopt.step(batch_loss(fmodel, x, t, data.loss, data.regularizers), override=lr)
         return list(fmodel.parameters())
 
 
@@ -241,18 +274,21 @@ def checkpointed_hypergradient(model: nn.Module, data: InnerData, recipe: InnerR
     bounds = list(range(track_from, recipe.steps, every)) + [recipe.steps]
     saved = []
     for start, stop in itertools.pairwise(bounds):
-        saved.append((params, buffers))
+        saved.append((params, buffers, torch.get_rng_state()))  # a regularizer's row draws, replayed below
         params, buffers = run_steps(model, names, params, buffers, data, recipe, start, stop, False)
+    after = torch.get_rng_state()
     loss = outer(params)
     adjoint = grads_or_zeros(loss, params) + [torch.zeros_like(b) for b in buffers]
     leaves = data.leaves()
     total = [torch.zeros_like(t) for t in leaves]
-    for (start, stop), (p0, b0) in zip(reversed(list(itertools.pairwise(bounds))), reversed(saved)):
+    for (start, stop), (p0, b0, rng) in zip(reversed(list(itertools.pairwise(bounds))), reversed(saved)):
         b0 = [b.detach().requires_grad_(True) for b in b0]
+        torch.set_rng_state(rng)
         p1, b1 = run_steps(model, names, p0, b0, data, recipe, start, stop, True)
         grads = grads_or_zeros(p1 + b1, [*p0, *b0, *leaves], grad_outputs=adjoint, retain_graph=True)
         adjoint = grads[: len(p0) + len(b0)]
         total = [t + g for t, g in zip(total, grads[len(p0) + len(b0):])]
+    torch.set_rng_state(after)
     return float(loss.detach()), total
 
 
