@@ -81,7 +81,8 @@ def main() -> int:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--record", type=Path)
     g.add_argument("--check", type=Path)
-    p.add_argument("--only", nargs="*", default=None, help="example stems to run (default: all)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="example stems to run (default: all); --record then keeps the other stored fingerprints")
     p.add_argument("--jobs", type=int, default=2)
     args = p.parse_args()
     paths = sorted((ROOT / "examples").glob("*.yaml"))
@@ -91,7 +92,8 @@ def main() -> int:
         found = dict(zip([q.stem for q in paths], pool.map(fingerprint, paths)))
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
-        args.record.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+        kept = json.loads(args.record.read_text()) if args.only and args.record.exists() else {}
+        args.record.write_text(json.dumps({**kept, **found}, indent=1, sort_keys=True) + "\n")
         for name, fp in found.items():
             print(f"{name:40s} {'ERROR ' + str(fp['error']) if 'error' in fp else 'recorded'}")
         return 0

@@ -180,7 +180,7 @@ def update_overhead() -> list[dict]:
         for fraction in FRACTIONS:
             train = ddspec.load(EXAMPLES / example, [f"train.regularizers=[{CURVATURE[:-1]}, fraction: {fraction}}}]"]
                                 ).train
-            seconds = update_seconds(model, x, y, data.targets.loss, build_regularizers(train, data.x_train))
+            seconds = update_seconds(model, x, y, data.targets.loss, build_regularizers(train, data))
             rows.append({"dataset": dataset, "model": problem.model.kind, "fraction": fraction,
                          "plain_ms": 1e3 * plain, "regularized_ms": 1e3 * seconds, "overhead": seconds / plain,
                          "estimate": train.update_cost()})

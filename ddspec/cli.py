@@ -100,6 +100,7 @@ def schema_json() -> str:
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
     """Every figure as mean ± std (n runs), each baseline's figure beside it; then the backend's figures."""
+    from ddspec.runtime.report import is_stats
     baselines = metrics.get("baselines", {})
 
     def show(name: str, m: dict[str, Any], beside: dict[str, Any]) -> None:
@@ -112,7 +113,7 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
         if isinstance(m, dict) and "mean" in m and "values" in m:
             show(key, m, {b: figures[key] for b, figures in baselines.items() if key in figures})
             for name, grid in m.items():  # per-setting figures of a metric, e.g. adversarial.linf.<eps>
-                if isinstance(grid, dict) and grid and all(_is_stats(v) for v in grid.values()):
+                if isinstance(grid, dict) and grid and all(is_stats(v) for v in grid.values()):
                     for setting, stats in grid.items():
                         show(f"  {key}.{name}.{setting}", stats, {})
     for name, m in metrics.get("corruptions", {}).items():
@@ -123,11 +124,6 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             print(f"{name:<22} {value:.4g}")
     if "distill_seconds" in metrics:
         print(f"{'distill_seconds':<22} {metrics['distill_seconds']:.1f}")
-
-
-def _is_stats(value: Any) -> bool:
-    """Whether ``value`` is a figure summarized over runs ({mean, std, values})."""
-    return isinstance(value, dict) and {"mean", "std", "values"} <= set(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,9 +93,11 @@ def test_one_class_is_a_constant_prediction(digits: tuple) -> None:
     x, y = digits
     ones = y == 1
     out = _fit(SklearnTrain(estimator="logistic_regression"), x[ones][:5], y[ones][:5], k=10)
-    expected = np.full(10, np.log(FLOOR))
-    expected[1] = np.log(1 - 9 * FLOOR)
+    expected = np.full(10, np.log(FLOOR / (1 + 9 * FLOOR)))  # one-hot, floored, renormalised (by hand)
+    expected[1] = np.log(1 / (1 + 9 * FLOOR))
     np.testing.assert_allclose(out.numpy(), np.tile(expected, (5, 1)), rtol=1e-6)
+    large = _fit(SklearnTrain(estimator="logistic_regression", proba_floor=0.2), x[ones][:5], y[ones][:5], k=10)
+    assert torch.isfinite(large).all() and torch.allclose(large.exp().sum(1), torch.ones(5))
     scores = _fit(SklearnTrain(estimator="ridge"), x[ones][:5], y[ones][:5]).numpy()
     assert (scores[:, 1] == 0).all() and (np.delete(scores, 1, axis=1) == LOW).all()
 
@@ -204,3 +206,17 @@ def test_an_embedding_coreset_needs_a_network() -> None:
         compile(load(spec))
     assert [f.code for f in err.value.findings] == ["EMBEDDING_NEEDS_NETWORK"]
     assert compile(load(spec, ["optimize.space=input"])).backend == "coreset"
+
+
+@pytest.mark.parametrize(("section", "code"), [
+    ({"risk": {"kind": "group_cvar", "groups": {"kind": "nearest_synthetic"}}}, "EMBEDDING_NEEDS_NETWORK"),
+    ({"task": {"kind": "predictions"}}, "TEACHER_NEEDS_NETWORK"),
+])
+def test_parts_that_need_a_network_refuse_an_estimator(section: dict, code: str) -> None:
+    """Groups in a network's embedding and a teacher network have no network when the model family is an
+    estimator: refused before anything runs (they crashed inside the run before)."""
+    spec = {"name": "t", "data": {"kind": "digits"}, "synthetic": {"per_class": 2}, "train": {"kind": "sklearn"},
+            "task": {"kind": "test_error"}, "optimize": {"kind": "zero_order"}, **section}
+    with pytest.raises(WellPosednessError) as err:
+        compile(load(spec))
+    assert code in [f.code for f in err.value.findings]

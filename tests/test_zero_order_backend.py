@@ -38,7 +38,7 @@ def test_compiler_picks_zero_order_and_explains_the_evaluations(zo_spec) -> None
     assert "5 evaluations per scenario and step" in text  # M + 1 = 5
     assert "3 iterations x 5 evaluations" in text and "= 15 objective evaluations" in text
     antithetic = compiled(zo_spec, "scenarios.inits=2").explain()
-    assert "16 evaluations (8 per scenario x 2 scenario(s))" in antithetic and "vmapped" in antithetic
+    assert "16 evaluations (8 per scenario x 2 scenario(s))" in antithetic and "8 vmapped at once" in antithetic
 
 
 def test_surrogate_distances_and_pools_are_refused_with_reasons(zo_spec, tiny_spec) -> None:

@@ -29,6 +29,10 @@ HYPERGRADIENT_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Inner steps K of torch training when the spec leaves train.steps unset (bilevel, zero-order).
+DEFAULT_INNER_STEPS = 20
+
+
 @dataclass
 class Distilled:
     """The result of a backend: inputs ``x`` in the data's units and shape, targets ``y`` (int64 class indices,

@@ -30,7 +30,9 @@ and with i.i.d. Gaussian directions (:func:`expected_sq_error`)
 from E[v_i v_j v_k v_k] = (d + 2) δ_ij, and writing v = r u with r² ~ χ²_d independent of the direction u,
 E[(vᵀAv)²‖v‖²] = E[r⁶]/E[r⁴] · E[(vᵀAv)²] = (d + 4)((tr A)² + 2 tr A²); so
 E‖w − g‖² = (d + 1)‖g‖² + c²(d + 4)((tr A)² + 2 tr A²) with c = σ/2 (forward) or 0 (antithetic), divided by M.)
-With M = d orthogonal directions v_l = √d q_l the antithetic estimator is exact on a quadratic: ĝ = QQᵀg = g.
+With M = d orthogonal directions of the fixed norm √d, v_l = √d q_l, the antithetic estimator is exact on a
+quadratic: ĝ = QQᵀg = g. (:func:`orthogonal_directions` draws χ(d) norms instead, which keeps ĝ unbiased but not
+exact: ĝ = (1/d) Σ_l r_l² q_l q_lᵀ g.)
 
 Fitness shaping ``centered_rank`` replaces the values by their centered ranks (:func:`centered_ranks`); it is
 invariant to monotone transforms of L and robust to outliers but biased: it estimates the smoothed gradient of a
@@ -44,13 +46,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 
-Estimator = Literal["forward", "antithetic"]
-Kind = Literal["gaussian", "orthogonal"]
-Shaping = Literal["none", "centered_rank"]
 ESTIMATORS = ("forward", "antithetic")
 KINDS = ("gaussian", "orthogonal")
 SHAPINGS = ("none", "centered_rank")

@@ -392,7 +392,7 @@ class Adversarial(Metric):
         """Attack ``samples`` test rows (:func:`attacked_rows`) with radii ε·σ, σ the training inputs' global std."""
         if data.num_classes == 0:
             raise _failure("adversarial needs class targets", "drop adversarial from evaluate.metrics")
-        scale = float(data.x_train.double().std(correction=0))
+        scale = data.global_std()
         if not scale > 0:
             raise _failure("the training inputs are constant (std 0), so ε in units of their std is 0",
                            "use data whose inputs vary")

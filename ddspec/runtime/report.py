@@ -47,8 +47,6 @@ from ddspec.runtime.artifacts import (
 )
 from ddspec.spec.evaluate import is_fraction
 
-#: The robust-accuracy-vs-ε figure (drawn when a metric has curves).
-
 MAX_CLASSES = 20
 PER_CLASS = 10
 STYLE = (
@@ -221,7 +219,7 @@ def primary_of(metrics: dict[str, Any]) -> str | None:
     corruptions = metrics.get("corruptions") or {}
     if corruptions:
         return next(iter(corruptions.values())).get("metric", "accuracy")
-    return next((k for k, v in metrics.items() if _is_stats(v)), None)
+    return next((k for k, v in metrics.items() if is_stats(v)), None)
 
 
 def robustness_png(metrics: dict[str, Any]) -> bytes | None:
@@ -235,7 +233,7 @@ def robustness_png(metrics: dict[str, Any]) -> bytes | None:
     from matplotlib.figure import Figure
 
     series = {"distilled": metrics, **baselines}
-    groups = (["clean"] if _is_stats(metrics.get(primary)) else []) + list(corruptions)
+    groups = (["clean"] if is_stats(metrics.get(primary)) else []) + list(corruptions)
     scale = 100.0 if is_fraction(primary) else 1.0
     fig = Figure(figsize=(1.0 * len(groups) * len(series) + 2, 3), layout="constrained")
     ax = fig.subplots()
@@ -268,9 +266,9 @@ def curves(entry: Any) -> dict[str, list[tuple[float, dict[str, Any]]]]:
         return {}
     out = {}
     for group, block in entry.items():
-        if isinstance(block, dict) and block and all(_number(k) is not None and _is_stats(v) for k, v in block.items()):
+        if isinstance(block, dict) and block and all(_number(k) is not None and is_stats(v) for k, v in block.items()):
             points = sorted((_number(k), v) for k, v in block.items())
-            if _is_stats(entry.get("clean")) and points[0][0] != 0:
+            if is_stats(entry.get("clean")) and points[0][0] != 0:
                 points.insert(0, (0.0, entry["clean"]))
             out[group] = points
     return out
@@ -329,14 +327,15 @@ def _curves_section(metrics: dict[str, Any]) -> str:
         flags = masking_flags(entry)
         parts += [f'<p class="flag"><b>Gradient masking?</b> the black-box attack broke samples that PGD did not '
                   f"at {html.escape(flag)}.</p>" for flag in flags]
-        if groups and not flags and "square_beats_pgd" in entry:
+        if not flags and "square_beats_pgd" in entry:
             parts.append("<p>The black-box attack broke no sample that PGD did not, at any ε.</p>")
     return "\n".join(parts)
 
 
 # -- HTML --------------------------------------------------------------------------------------
-def _is_stats(value: Any) -> bool:
-    return isinstance(value, dict) and "mean" in value and "values" in value
+def is_stats(value: Any) -> bool:
+    """Whether ``value`` is a figure summarized over runs ({mean, std, values})."""
+    return isinstance(value, dict) and {"mean", "std", "values"} <= set(value)
 
 
 def format_stats(entry: dict[str, Any], fraction: bool) -> str:
@@ -365,9 +364,9 @@ def _figure_rows(figures: dict[str, dict[str, Any]], beside: dict[str, dict[str,
     parameters; ``fraction(name)`` says whether the entry is shown as a percentage."""
     return [
         [name, format_stats(e, fraction(name)),
-         *(format_stats(b[name], fraction(name)) if _is_stats(b.get(name)) else "–" for b in beside.values()),
+         *(format_stats(b[name], fraction(name)) if is_stats(b.get(name)) else "–" for b in beside.values()),
          str(len(e["values"])), _params_text(e)]
-        for name, e in figures.items() if _is_stats(e)
+        for name, e in figures.items() if is_stats(e)
     ]
 
 
@@ -395,12 +394,12 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
         beside = {b: figures.get("corruptions") or {} for b, figures in baselines.items()}
         rows = _figure_rows(corruptions, beside, lambda _: is_fraction(primary))
         parts += [f"<h2>Corruptions ({html.escape(primary)})</h2>", _table(["corruption", *header[1:]], rows)]
-    if _is_stats(metrics.get("cluster_min")):
+    if is_stats(metrics.get("cluster_min")):
         parts.append(_cluster_table(metrics["cluster_min"]))
     parts.append(_curves_section(metrics))
     per_model = metrics.get("per_model") or {}
     if per_model:
-        names = [k for k, v in next(iter(per_model.values())).items() if _is_stats(v)]
+        names = [k for k, v in next(iter(per_model.values())).items() if is_stats(v)]
         rows = [[key, *(format_stats(block[n], is_fraction(n)) for n in names)] for key, block in per_model.items()]
         parts += ["<h2>Per model</h2>", _table(["model", *names], rows)]
     other = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "std_ddof"}

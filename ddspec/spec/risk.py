@@ -78,6 +78,12 @@ class NearestSyntheticGroups(SpecModel):
     def describe(self) -> str:
         return f"nearest synthetic point of the class ({self.space} space, at most {self.max_per_class} per class)"
 
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """An embedding needs a network: a model family that is a library estimator has none."""
+        if self.space == "embedding" and analysis.has("train:estimator"):
+            yield Finding("EMBEDDING_NEEDS_NETWORK", "risk.groups.space", f"the model family is the estimator of "
+                          f"train `{analysis.kind('train')}`, which has no embedding", "set risk.groups.space: input")
+
 
 @GROUPS.register(builder="ddspec.components.objectives.groups:build_kmeans", capabilities=("fixed",))
 class KMeansGroups(SpecModel):

@@ -71,7 +71,10 @@ class PredictionsTask(TaskBase):
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """The teacher's predictive distribution is compared by a distance of distributions (``kl``), and exists
-        only for class targets."""
+        only for class targets; the teacher is a network of ``model``, which an estimator model family has not."""
+        if analysis.has("train:estimator"):
+            yield Finding("TEACHER_NEEDS_NETWORK", "task", f"the teacher is a network of `model`, but the model "
+                          f"family is the estimator of train `{analysis.kind('train')}`", "use task: test_error")
         if analysis.problem.distance is not None and not analysis.has("distance:distributions"):
             yield Finding("TASK_DISTANCE_MISMATCH", "distance", f"task `{self.kind}` is compared with `kl`, not "
                           f"`{analysis.kind('distance')}`", "set distance: {kind: kl}, or remove `distance`")

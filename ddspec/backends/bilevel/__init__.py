@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import HYPERGRADIENT_DEFAULTS, Backend, Estimate, missing_facts
+from ddspec.backends.base import DEFAULT_INNER_STEPS, HYPERGRADIENT_DEFAULTS, Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 from ddspec.spec.optimize import UnrolledHypergradient
@@ -40,8 +40,6 @@ REQUIRED = (
     ("train:differentiable", "train", "is not differentiable training"),
     ("model:differentiable", "model", "is not differentiable"),
 )
-#: Inner steps K when the spec leaves train.steps unset (test_error / predictions; trajectory: N).
-DEFAULT_STEPS = 20
 
 
 @register_backend
@@ -90,7 +88,7 @@ class BilevelBackend(Backend):
         values: dict[str, Any] = {
             **HYPERGRADIENT_DEFAULTS,
             "optimize.hypergradient": {"kind": "unrolled"},
-            "train.steps": DEFAULT_STEPS,
+            "train.steps": DEFAULT_INNER_STEPS,
         }
         distance = analysis.problem.task.default_distance() if analysis.problem.task is not None else None
         if distance is not None:
@@ -107,7 +105,7 @@ class BilevelBackend(Backend):
         models = list(p.scenarios.models) or [p.model]
         costs = [m.cost(info.input_shape, info.num_outputs) for m in models]
         params, flops, acts = max(c[0] for c in costs), sum(c[1] for c in costs) / len(costs), max(c[2] for c in costs)
-        k = p.train.steps or DEFAULT_STEPS
+        k = p.train.steps or DEFAULT_INNER_STEPS
         batch = min(p.train.batch_size, analysis.n_synthetic)
         experts = analysis.has("distance:needs_experts")
         real = 0 if experts else sum(min(p.optimize.real_batch_per_class, n) for n in info.class_counts)

@@ -44,7 +44,7 @@ class Learned:
         log_lr = None
         if p.train.learn_lr:
             log_lr = torch.full((p.train.steps,), math.log(p.train.lr), device=synthetic.z.device).requires_grad_(True)
-        return cls(synthetic, log_lr, ctx.data.targets.loss, build_regularizers(p.train, ctx.data.x_train))
+        return cls(synthetic, log_lr, ctx.data.targets.loss, build_regularizers(p.train, ctx.data))
 
     @property
     def tensors(self) -> dict[str, torch.Tensor]:

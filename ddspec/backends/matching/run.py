@@ -89,7 +89,7 @@ class Matcher:
         risk = RISKS.build(p.risk)
         groups = GROUPS.build(p.risk.groups, ctx.data) if risk.grouped else None
         return cls(ctx, synthetic, make_augment(p, ctx.data.input_shape), ctx.data.strata(),
-                   DISTANCES.build(p.distance, ctx), risk, groups, build_regularizers(p.train, ctx.data.x_train))
+                   DISTANCES.build(p.distance, ctx), risk, groups, build_regularizers(p.train, ctx.data))
 
     def seed(self) -> int:
         return int(torch.randint(SEED_BOUND, (), generator=self.ctx.generator))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ddspec.backends.base import Backend, Estimate, missing_facts
+from ddspec.backends.base import DEFAULT_INNER_STEPS, Backend, Estimate, missing_facts
 from ddspec.compiler.estimate import TRAIN_FACTOR, seconds
 from ddspec.registry import register_backend
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 #: Facts the backend needs, with what to say when one is missing.
 REQUIRED = (("optimize:zero_order", "optimize", "is not the zero-order optimizer"),)
-#: Inner steps K of torch training when the spec leaves train.steps unset.
-DEFAULT_STEPS = 20
 #: Rough cost of one library fit (an estimator) and its outputs on the real batch: a fixed overhead plus this many
 #: seconds per synthetic input value (calibrated on a decision tree on digits: 3.8 ms for 100 x 64 values).
 FIT_OVERHEAD_S, FIT_S_PER_VALUE = 3e-3, 1e-7
@@ -71,7 +69,7 @@ class ZeroOrderBackend(Backend):
         """K = 20 inner steps for torch training; the task's default distance (``kl`` for ``task: predictions``)."""
         values: dict[str, Any] = {}
         if analysis.has("train:differentiable"):
-            values["train.steps"] = DEFAULT_STEPS
+            values["train.steps"] = DEFAULT_INNER_STEPS
         distance = analysis.problem.task.default_distance() if analysis.problem.task is not None else None
         if distance is not None:
             values["distance"] = distance
@@ -95,9 +93,9 @@ class ZeroOrderBackend(Backend):
             costs = [m.cost(info.input_shape, info.num_outputs) for m in models]
             params, flops, acts = (max(c[0] for c in costs), sum(c[1] for c in costs) / len(costs),
                                    max(c[2] for c in costs))
-            k, batch = p.train.steps or DEFAULT_STEPS, min(p.train.batch_size, analysis.n_synthetic)
+            k, batch = p.train.steps or DEFAULT_INNER_STEPS, min(p.train.batch_size, analysis.n_synthetic)
             total = evaluations * (k * TRAIN_FACTOR * flops * p.train.update_cost() * batch + flops * real)
-            batched = 1 if opt.evaluations == "loop" else min(opt.chunk or per_step, per_step)
+            batched = 1 if opt.evaluations == "loop" else min(opt.chunk or opt.per_step(), opt.per_step())
             memory += 4 * batched * (4 * params + 3 * acts * max(batch, real))
             how = f"K = {k} inner steps each, " + ("looped" if batched == 1 else f"{batched} vmapped at once")
             secs = seconds(total, p.runtime.device)

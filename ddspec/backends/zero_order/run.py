@@ -16,15 +16,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from ddspec.backends.base import Distilled
 from ddspec.components import zero_order
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.objectives.scenarios import Objective, inner_batches
 from ddspec.components.synthetic.set import SyntheticSet
-from ddspec.components.training.regularizers import Regularizer, batch_loss, build_regularizers
-from ddspec.components.training.unroll import InnerRecipe, Outer, Tensors, init_buffers, inner_step
+from ddspec.components.training.regularizers import Regularizer, build_regularizers
+from ddspec.components.training.unroll import InnerRecipe, Outer, Tensors, init_buffers, inner_step, train_loss
 from ddspec.errors import RunError
 from ddspec.registry import RISKS, TRAIN
 from ddspec.runtime.context import RunContext
@@ -72,11 +72,7 @@ def trained_outputs(model: nn.Module, params0: Tensors, recipe: InnerRecipe, lr:
     can be vmapped over perturbed sets — then the outer loss. The step's loss carries the ``regularizers``
     (their input gradients are ``torch.func.vjp``, so they vmap too)."""
     names = [n for n, _ in model.named_parameters()]
-
-    def step_loss(params: Tensors, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        state = dict(zip(names, params))
-        return batch_loss(lambda inputs: functional_call(model, state, (inputs,)), x, t, loss, regularizers)
-    step_grad = grad(step_loss)
+    step_grad = grad(lambda params, x, t: train_loss(model, names, params, x, t, loss, regularizers))
 
     def fit(x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         params, buffers = list(params0), init_buffers(recipe, params0)
@@ -95,7 +91,7 @@ class TorchInner:
         self.ctx, self.objective = ctx, objective
         self.recipe = InnerRecipe.of(ctx.problem.train)
         self.batched = ctx.problem.optimize.evaluations != "loop"
-        self.regularizers = build_regularizers(ctx.problem.train, ctx.data.x_train)
+        self.regularizers = build_regularizers(ctx.problem.train, ctx.data)
 
     def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
         """The step's scenarios: per ω, (x, targets) ↦ ℓ_ω after training the scenario's model on them."""

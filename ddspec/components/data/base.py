@@ -44,6 +44,11 @@ class Dataset:
             return [torch.arange(len(self.y_train), device=self.y_train.device)]
         return [torch.nonzero(self.y_train == c).flatten() for c in range(self.num_classes)]
 
+    def global_std(self) -> float:
+        """σ, the population standard deviation of every value of the training inputs: the unit of input-space
+        radii (the curvature regularizer's h, the adversarial ε)."""
+        return float(self.x_train.double().std(correction=0))
+
     def value_range(self) -> tuple[float, float]:
         """(min, max) of the training inputs."""
         return float(self.x_train.min()), float(self.x_train.max())

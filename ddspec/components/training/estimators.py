@@ -8,8 +8,8 @@ Inputs are flattened to float64 rows (N x d). Outputs (N x K float32, on the inp
   −s, s for its one score s), :data:`LOW` on the others;
 - real targets: ``predict`` (N x T).
 
-A fit on one class is the constant prediction of that class: probability 1 − ε(K − 1) on it and ε on the
-others (RidgeClassifier: score 0 on it, :data:`LOW` on the others).
+A fit on one class is the constant prediction of that class: probability 1 on it, floored and renormalised as
+above (RidgeClassifier: score 0 on it, :data:`LOW` on the others).
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ class EstimatorFit:
         labels = (y.argmax(1) if y.dim() == 2 else y).detach().cpu().long().numpy()
         present = np.unique(labels)
         if len(present) == 1:
-            row = np.full(k, LOW if scores else np.log(floor))
-            row[present[0]] = 0.0 if scores else np.log(1 - floor * (k - 1))
+            if scores:
+                row = np.full(k, LOW)
+                row[present[0]] = 0.0
+            else:  # probability 1 on the class, floored and renormalised like every prediction
+                row = floored_log(np.eye(k)[present[:1]], floor)[0]
             return FittedEstimator(partial(_constant, row))
         estimator.fit(rows, labels)
         outputs = partial(_scores, estimator, k) if scores else partial(_log_proba, estimator, k, floor)

@@ -73,7 +73,7 @@ def teacher(ctx: Any) -> tuple[nn.Module, float]:
         start = time.perf_counter()
         order = torch.Generator().manual_seed(ctx.problem.runtime.seed + SEED_OFFSET)
         fit(model, ctx.data.x_train, ctx.data.y_train, recipe, order, loss=ctx.data.targets.loss,
-            regularizers=build_regularizers(ctx.problem.train, ctx.data.x_train))
+            regularizers=build_regularizers(ctx.problem.train, ctx.data))
         seconds = time.perf_counter() - start
         _save(path, model.state_dict(), seconds)
     return model.eval().requires_grad_(False), seconds
@@ -92,7 +92,7 @@ def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float
         return [[[flat[f"{e}.{t}.{n}"] for n in names] for t in range(d.expert_epochs + 1)]
                 for e in range(d.experts)], seconds
     recipe = Recipe(d.expert_epochs, d.expert_lr, d.expert_momentum, 0.0, d.expert_batch_size)
-    regularizers = build_regularizers(ctx.problem.train, ctx.data.x_train)
+    regularizers = build_regularizers(ctx.problem.train, ctx.data)
     start = time.perf_counter()
     trajectories = []
     for e in range(d.experts):

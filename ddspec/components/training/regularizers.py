@@ -105,12 +105,13 @@ def curvature(spec: Any, scale: float = 1.0) -> Curvature:
     return Curvature(spec.lam, spec.h, scale, spec.direction, spec.form, spec.fraction)
 
 
-def build_regularizers(train: Any, x_real: torch.Tensor) -> list[Regularizer]:
-    """The active regularizers (λ > 0) of ``train`` built with σ = the global std of ``x_real``; [] when none."""
+def build_regularizers(train: Any, data: Any) -> list[Regularizer]:
+    """The active regularizers (λ > 0) of ``train`` built with σ = the data's global std
+    (:meth:`~ddspec.components.data.base.Dataset.global_std`); [] when none."""
     specs = train.active_regularizers()
     if not specs:
         return []
-    scale = float(x_real.std())
+    scale = data.global_std()
     return [REGULARIZERS.build(spec, scale) for spec in specs]
 
 
