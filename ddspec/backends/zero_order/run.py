@@ -119,15 +119,7 @@ class TorchInner:
                               stacklevel=2)
                 self.batched = False
                 torch.set_rng_state(rng)
-        return torch.stack([self._looped(fit, x, targets, fixed) for fit in fits])
-
-    @staticmethod
-    def _looped(fit: Callable, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
-        rng, out = torch.get_rng_state(), []
-        for e in range(len(x)):
-            torch.set_rng_state(rng)
-            out.append(fit(x[e], fixed if targets is None else targets[e]))
-        return torch.stack(out)
+        return looped(fits, x, targets, fixed)
 
     def _batched(self, fit: Callable, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor
                  ) -> torch.Tensor:
@@ -140,8 +132,6 @@ class TorchInner:
 class EstimatorInner:
     """Inner procedure with capability ``estimator``: a library fit per evaluation (``TRAIN.build`` gives it), the
     scenario ω its seed; the outputs on the real batch go through the task and the risk's ``within``."""
-
-    batched = False
 
     def __init__(self, ctx: RunContext, objective: Objective) -> None:
         self.ctx, self.objective = ctx, objective
@@ -157,8 +147,20 @@ class EstimatorInner:
         return [scenario(seed) for seed in seeds]
 
     def values(self, fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.stack([fit(x[e], fixed if targets is None else targets[e]) for e in range(len(x))])
-                            for fit in fits])
+        return looped(fits, x, targets, fixed)
+
+
+def looped(fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+    """S x E losses, one evaluation at a time: scenario s fitted to perturbed set e (targets ``targets[e]``, or the
+    ``fixed`` ones); the evaluations of a scenario all start from the global RNG state its first one found (the
+    draws of a regularizer's fraction), as one vmapped call with ``randomness="same"`` does."""
+    out = []
+    for fit in fits:
+        rng = torch.get_rng_state()
+        for e in range(len(x)):
+            torch.set_rng_state(rng)
+            out.append(fit(x[e], fixed if targets is None else targets[e]))
+    return torch.stack(out).reshape(len(fits), len(x))
 
 
 def objective_values(inner: TorchInner | EstimatorInner, fits: list, flat: Flat, risk: RiskMeasure) -> Values:

@@ -41,15 +41,18 @@ ParamForward = Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 class Regularizer(Protocol):
-    """A built regularizer: its weight λ, the fraction of each batch's rows it is computed on (optional
-    attribute, 1 by default) and R per sample. ``held`` (optional method) gives the quantities the parameter
-    gradient holds fixed, with their graph; ``__call__`` takes them back as ``held`` (None: computed and
-    detached)."""
+    """A built regularizer: its weight λ, the fraction of each batch's rows it is computed on, and R per sample.
+    ``held`` gives the quantities the parameter gradient holds fixed, with their graph (None: none);
+    ``__call__`` takes them back as ``held`` (None: computed and detached)."""
 
     lam: float
+    fraction: float
+
+    def held(self, f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss,
+             at_x: AtX | None = None) -> torch.Tensor | None: ...
 
     def __call__(self, f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss,
-                 at_x: AtX | None = None) -> torch.Tensor: ...
+                 at_x: AtX | None = None, held: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def input_gradient(f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss) -> AtX:
@@ -123,16 +126,11 @@ def subset_size(fraction: float, n: int) -> int:
 def draw_rows(n: int, regularizers: Sequence[Regularizer], device: torch.device) -> Rows | None:
     """The batch's rows for regularizers with fraction < 1: one permutation of the N rows from torch's global
     (CPU, checkpointed) RNG, regularizer r taking its first k_r; None — nothing drawn — when every fraction is 1."""
-    fractions = [float(getattr(r, "fraction", 1.0)) for r in regularizers]
+    fractions = [r.fraction for r in regularizers]
     if all(f >= 1 for f in fractions):
         return None
     order = torch.randperm(n).to(device)
     return order, [n if f >= 1 else subset_size(f, n) for f in fractions]
-
-
-def _apply(r: Regularizer, f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss, at_x: AtX,
-           held: torch.Tensor | None) -> torch.Tensor:
-    return r(f, x, t, loss, at_x) if held is None else r(f, x, t, loss, at_x, held)  # type: ignore[call-arg]
 
 
 def _head(at: AtX, k: int) -> AtX:
@@ -141,18 +139,14 @@ def _head(at: AtX, k: int) -> AtX:
 
 def held_values(f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss,
                 regularizers: Sequence[Regularizer], rows: Rows | None) -> list[torch.Tensor | None]:
-    """Each regularizer's ``held`` quantities on its rows, with their graph (None for one without ``held``)."""
+    """Each regularizer's ``held`` quantities on its rows, with their graph (None for one that holds none)."""
     if rows is not None:
         order, sizes = rows
         x, t = x[order[:max(sizes)]], t[order[:max(sizes)]]
     else:
         sizes = [len(x)] * len(regularizers)
     at = input_gradient(f, x, t, loss)
-    out: list[torch.Tensor | None] = []
-    for r, k in zip(regularizers, sizes):
-        held = getattr(r, "held", None)
-        out.append(None if held is None else held(f, x[:k], t[:k], loss, _head(at, k)))
-    return out
+    return [r.held(f, x[:k], t[:k], loss, _head(at, k)) for r, k in zip(regularizers, sizes)]
 
 
 def _losses(f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss, regularizers: Sequence[Regularizer],
@@ -162,7 +156,7 @@ def _losses(f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss, r
         at_x = input_gradient(f, x, t, loss)
         total = at_x[0]
         for r, h in zip(regularizers, held):
-            total = total + r.lam * _apply(r, f, x, t, loss, at_x, h)
+            total = total + r.lam * r(f, x, t, loss, at_x, h)
         return total
     order, sizes = rows
     n, top = len(x), max(sizes)
@@ -170,7 +164,7 @@ def _losses(f: Forward, x: torch.Tensor, t: torch.Tensor, loss: PerSampleLoss, r
     at = input_gradient(f, xs, ts, loss)  # one forward for ℓ and ∇ₓℓ on the rows any regularizer uses
     part = at[0]
     for r, k, h in zip(regularizers, sizes, held):
-        value = (n / k * r.lam) * _apply(r, f, xs[:k], ts[:k], loss, _head(at, k), h)
+        value = (n / k * r.lam) * r(f, xs[:k], ts[:k], loss, _head(at, k), h)
         part = part + (value if k == top else torch.nn.functional.pad(value, (0, top - k)))
     if top < n:  # the other rows: the plain loss only
         part = torch.cat([part, loss(f(x[order[top:]]), t[order[top:]])])
