@@ -45,6 +45,7 @@ BUILTIN_BACKENDS = (
     "ddspec.backends.matching",
     "ddspec.backends.coreset",
     "ddspec.backends.zero_order",
+    "ddspec.backends.collocation",
 )
 
 #: The entry-point group read for plugins (``[project.entry-points."ddspec.plugins"]``).
@@ -192,12 +193,14 @@ GROUPS = Registry("groups")
 FEATURES = Registry("features")
 #: Penalties added to the per-sample training loss (``train.regularizers``, a list in train ``gradient``).
 REGULARIZERS = Registry("regularizer")
+#: The PDE of data ``pde`` with its boundary-condition family (nested in data ``pde`` as ``data.problem``).
+PDE_PROBLEMS = Registry("pde_problem")
 
 #: Every kind registry by axis name (backends are in :data:`BACKENDS`).
 REGISTRIES: dict[str, Registry] = {
     r.axis: r for r in (
         DATA, MODELS, TRAIN, TASKS, DISTANCES, RISKS, OPTIMIZERS, METRICS, CORRUPTIONS, HYPERGRADIENTS, GROUPS, FEATURES,
-        REGULARIZERS,
+        REGULARIZERS, PDE_PROBLEMS,
     )
 }
 

@@ -53,10 +53,10 @@ def float64():
     """Ground-truth tests run in double precision."""
     import torch
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+    from ddspec.testing.gradients import default_dtype
+
+    with default_dtype(torch.float64):
+        yield
 
 
 @pytest.fixture
@@ -91,18 +91,16 @@ def krr_spec() -> dict:
 
 
 @pytest.fixture
-def interrupt_after(monkeypatch):
-    """``interrupt_after(i)``: the next run's loop stops (as on Ctrl-C) once iteration ``i`` is recorded; the
-    patch is undone by calling the returned function (before resuming)."""
-    from ddspec.runtime.loop import Loop
+def interrupt_after():
+    """``interrupt_after(i)``: the next run's loop stops (as on Ctrl-C) once iteration ``i`` is recorded
+    (:func:`ddspec.testing.determinism.recording_iterations`); the patch is undone by calling the returned function
+    (before resuming), or at the end of the test."""
+    from contextlib import ExitStack
 
-    record = Loop.record
+    from ddspec.testing.determinism import recording_iterations
 
-    def arm(at: int):
-        def record_then_stop(self: Loop, iteration: int, **values: float) -> None:
-            record(self, iteration, **values)
-            self._stop = iteration == at
-
-        monkeypatch.setattr(Loop, "record", record_then_stop)
-        return monkeypatch.undo
-    return arm
+    with ExitStack() as armed:
+        def arm(at: int):
+            armed.enter_context(recording_iterations(stop_after=at))
+            return armed.close
+        yield arm

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import ddspec
+from ddspec.components.data.base import channel_stats
 from ddspec.components.objectives.risks import mean, worst
-from ddspec.components.synthetic.set import channel_stats
 from ddspec.components.training.experts import EXPERTS, TEACHER
 from ddspec.components.training.unroll import unit_norm
 from ddspec.errors import WellPosednessError

@@ -53,3 +53,27 @@ def test_learned_soft_labels_move(convex_spec, tmp_path) -> None:
     result = ddspec.compile(ddspec.load(convex_spec, ["synthetic.learn_labels=true"])).run(tmp_path / "s")
     assert result.y.shape == (4, 2) and torch.allclose(result.y.sum(1), torch.ones(4, dtype=result.y.dtype))
     assert float((result.y.max(1).values - 0.9).abs().max()) > 1e-4  # moved away from the initial 0.9
+
+
+def test_the_full_data_solution_is_solved_once_and_cached(convex_spec, tmp_path, monkeypatch) -> None:
+    """The weight metrics' full-data solve does not depend on D̂: a second call reads it from $DDSPEC_CACHE/convex,
+    bit for bit; another inner problem (λ) is solved again."""
+    import numpy as np
+
+    from ddspec.backends.convex import run
+    from ddspec.components.closed_form import convex
+    from ddspec.components.data import load_dataset
+
+    monkeypatch.setenv("DDSPEC_CACHE", str(tmp_path))
+    problem = ddspec.load(convex_spec)
+    data = load_dataset(problem.data)
+    model = convex.ConvexModel.of_train(problem.train, data.num_classes)
+    solves = []
+    solve = convex.solve
+    monkeypatch.setattr(convex, "solve", lambda *a, **k: solves.append(1) or solve(*a, **k))
+    first = run.full_data_weights(problem.train, model, data)
+    assert np.array_equal(first, run.full_data_weights(problem.train, model, data)) and len(solves) == 1
+    assert len(list((tmp_path / "convex").glob("*.json"))) == 1
+    other = problem.train.model_copy(update={"lam": 0.1})
+    run.full_data_weights(other, convex.ConvexModel.of_train(other, data.num_classes), data)
+    assert len(solves) == 2

@@ -87,8 +87,8 @@ def test_can_lower_and_estimate() -> None:
 def test_real_valued_targets_are_refused() -> None:
     analysis = analyse_spec({**DIABETES, "optimize": {"kind": "select"}})
     assert BACKEND.can_lower(analysis) == (
-        False, ("the data's targets are real values, and coreset selection picks samples class by class "
-                "(for regression use bilevel, krr or convex)")
+        False, ("the data's targets are not classes (real targets (1 per row)), and coreset selection picks samples "
+                "class by class (for regression use bilevel, krr or convex; for a PDE, collocation)")
     )
     with pytest.raises(BackendUnavailableError, match="coreset selection picks samples class by class"):
         ddspec.compile(ddspec.load({**DIABETES, "optimize": {"kind": "select"}, "backend": "coreset"}))

@@ -184,7 +184,7 @@ def test_unknown_backend_lists_the_registered_ones(tmp_path: Path, capsys) -> No
     assert main(["validate", spec]) == 2
     err = capsys.readouterr().err
     assert "[UNKNOWN_BACKEND] backend:" in err
-    assert "fix: use one of: auto, bilevel, convex, coreset, krr, matching" in err
+    assert "fix: use one of: auto, bilevel, collocation, convex, coreset, krr, matching" in err
 
 
 def test_a_registered_backend_is_chosen_by_name(tmp_path: Path, capsys) -> None:

@@ -132,12 +132,12 @@ def test_real_valued_targets_are_refused_naming_the_regression_backends() -> Non
     with pytest.raises(BackendUnavailableError) as err:
         ddspec.compile(ddspec.load({**DIABETES, "distance": {"kind": "feature_mean"}, "backend": "matching"}))
     assert err.value.findings[0].message == (
-        "backend `matching` cannot run this spec: the data's targets are real values, and matching compares the real "
-        "and synthetic data class by class (for regression use bilevel, krr or convex)"
+        "backend `matching` cannot run this spec: the data's targets are not classes (real targets (1 per row)), and "
+        "matching compares the real and synthetic data class by class (for regression use bilevel, krr or convex)"
     )
     with pytest.raises(BackendUnavailableError) as err:
         ddspec.compile(ddspec.load({**DIABETES, "task": {"kind": "test_error"}, "backend": "matching"}))
-    assert "the data's targets are real values" in err.value.findings[0].message
+    assert "the data's targets are not classes (real targets" in err.value.findings[0].message
     assert err.value.findings[0].fix == "backends that can: bilevel; or set backend: auto"
 
 

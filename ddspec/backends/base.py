@@ -11,7 +11,8 @@ when the problem is compiled.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,69 @@ class Distilled:
     x: torch.Tensor
     y: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+#: Learned tensors by name (what a backend's outer optimizer steps on).
+Tensors = dict[str, "torch.Tensor"]
+
+
+@dataclass
+class OuterGradient:
+    """What a backend's outer optimizer steps along, as functions of its learned tensors, built from the code its
+    run uses (for :func:`ddspec.testing.check_hypergradient`): ``tensors`` their starting values (name → tensor),
+    ``objective(tensors) → float`` the objective, and ``gradient(tensors) → tensors`` what the backend steps along:
+    the objective's gradient, or with ``stochastic`` an estimate whose mean is (zero-order's, from ``samples``
+    directions), or with an ``approximation`` (why, in words) a deliberate approximation of it (e.g. a truncated
+    unroll). Every evaluation replays the same random draws (scenarios, batches: common random numbers).
+
+    ``held``, for an approximation that holds a quantity of the objective constant (MMD's median bandwidth):
+    the objective with that quantity frozen at its value at ``tensors``, of which ``gradient`` is the exact
+    gradient; None where the approximation has no such objective (a truncated unroll)."""
+
+    tensors: Tensors
+    objective: Callable[[Tensors], float]
+    gradient: Callable[[Tensors], Tensors]
+    stochastic: bool = False
+    samples: int = 0
+    approximation: str = ""
+    #: The relative precision of ``objective`` (e.g. a conic solver's tolerance), which sets the finite-difference step.
+    precision: float = 1e-16
+    held: Callable[[Tensors], float] | None = None
+
+
+class NoOuterGradient(Exception):
+    """The backend (for this problem) steps along no outer gradient (e.g. a closed-form construction, a selection
+    of real samples); the message says why."""
+
+
+#: A context-manager factory: every ``with block():`` replays the same random draws (or holds the same values).
+Block = Callable[[], AbstractContextManager[Any]]
+
+
+def stepped_gradient(tensors: Tensors, replay: Block, step: Callable[[], float], *, hold: Block | None = None,
+                     **options: Any) -> OuterGradient:
+    """The :class:`OuterGradient` of a backend whose outer step is ``step()``: it computes the objective at the
+    current values of the learned ``tensors`` and accumulates its gradient into their ``.grad`` (what the run does
+    before ``optimizer.step()``). Each evaluation copies the given values in and calls ``step`` inside a
+    ``replay()`` block (:meth:`~ddspec.runtime.context.RunContext.replay`); ``options`` go to OuterGradient. With
+    ``hold`` (a factory of blocks whose first one records the held quantities and whose later ones reuse them),
+    ``held`` is the objective evaluated inside ``hold()`` blocks, recorded here at the starting values."""
+    import torch
+
+    def evaluate(values: Tensors, held: Block | None = None) -> tuple[float, Tensors]:
+        with torch.no_grad():
+            for name, t in tensors.items():
+                t.copy_(values[name])
+                t.grad = None
+        with replay(), (held or nullcontext)():
+            loss = step()
+        return loss, {n: torch.zeros_like(t) if t.grad is None else t.grad.detach().clone() for n, t in tensors.items()}
+
+    start = {name: t.detach().clone() for name, t in tensors.items()}
+    if hold is not None:
+        evaluate(start, hold)  # records the held quantities at the start
+    return OuterGradient(start, lambda values: evaluate(values)[0], lambda values: evaluate(values)[1],
+                         held=None if hold is None else lambda values: evaluate(values, hold)[0], **options)
 
 
 @dataclass(frozen=True)
@@ -83,6 +147,23 @@ class Backend:
     def extra_metrics(self, problem: Any, data: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         """Backend-specific figures added to ``metrics.json`` after the evaluation protocol (default: none)."""
         return {}
+
+    def outer_gradient(self, ctx: RunContext) -> OuterGradient:
+        """The outer objective and the gradient this backend steps along, at the start of a run of ``ctx``
+        (:class:`OuterGradient`). By default: ``outer_gradient(ctx)`` of the module ``run`` beside the
+        declaration, as :meth:`run` finds ``distill``; :class:`NoOuterGradient` when that module defines none
+        (the backend steps along no gradient) or there is no such module."""
+        name = f"{type(self).__module__}.run"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            raise NoOuterGradient(f"backend `{self.name}` has no module {name} with an outer_gradient(ctx)") from err
+        build = vars(module).get("outer_gradient")
+        if build is None:
+            raise NoOuterGradient(f"backend `{self.name}` steps along no outer gradient")
+        return build(ctx)
 
 
 def missing_facts(analysis: Analysis, required: Iterable[tuple[str, str, str]]) -> list[str]:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 #: How ``explain`` names the synthetic targets: (data targets, synthetic.learn_labels) → words.
 LABELS = {("classes", False): "fixed labels", ("classes", True): "learned soft labels",
-          ("real", False): "fixed targets", ("real", True): "learned targets"}
+          ("real", False): "fixed targets", ("real", True): "learned targets",
+          ("field", False): "no targets (collocation points)", ("field", True): "no targets (collocation points)"}
 
 
 @dataclass
@@ -79,14 +80,12 @@ class Plan:
     def _objective(self) -> str:
         p = self.problem
         if self.analysis.has("optimize:selection"):
-            return f"select real samples ({p.optimize.method}, in {p.optimize.space} space)"
+            return p.optimize.describe()
         if self.analysis.has("optimize:exact"):
             return "W_S = W: the model fitted to D̂ equals the model fitted to D (closed form)"
         parts = [f"distance {p.distance.kind}" if p.distance else None, f"task {p.task.kind}" if p.task else None]
-        pool = p.scenarios.pool
-        starts = "init(s)" if pool is None else (f"warm start(s) from a pool of {pool.size} models, each re-initialised "
-                                                 f"after {pool.max_steps} inner steps,")
-        return ", ".join(x for x in parts if x) + f", risk {p.risk.kind} over {p.scenarios.inits} {starts} per iteration"
+        scenarios = p.task.describe_scenarios(p) if p.task is not None else p.scenarios.describe()
+        return ", ".join(x for x in parts if x) + f", risk {p.risk.kind} over {scenarios}"
 
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data (written to ``plan.json``)."""

@@ -90,17 +90,18 @@ def data_digest(data: Dataset) -> str:
     return digest.hexdigest()
 
 
-def cache_dir() -> Path:
-    """``$DDSPEC_CACHE/baselines``, else ``~/.cache/ddspec/baselines``."""
+def cache_dir(kind: str = "baselines") -> Path:
+    """``$DDSPEC_CACHE/<kind>``, else ``~/.cache/ddspec/<kind>`` (``baselines``; ``convex``: the convex backend's
+    full-data solutions)."""
     root = os.environ.get("DDSPEC_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "ddspec") / "baselines"
+    return (Path(root) if root else Path.home() / ".cache" / "ddspec") / kind
 
 
-def cached(key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The figures stored under ``key`` (``<sha256 of its canonical JSON>.json`` in :func:`cache_dir`),
-    or ``compute()``, stored there atomically."""
+def cached(key: dict[str, Any], compute: Callable[[], dict[str, Any]], kind: str = "baselines") -> dict[str, Any]:
+    """The figures (JSON-ready data) stored under ``key`` (``<sha256 of its canonical JSON>.json`` in
+    :func:`cache_dir` of ``kind``), or ``compute()``, stored there atomically."""
     text = json.dumps(key, sort_keys=True, separators=(",", ":"))
-    path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+    path = cache_dir(kind) / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored["key"] == json.loads(text):

@@ -59,6 +59,10 @@ class Metric:
         """Per-run extras recorded next to the metric's values (none by default)."""
         return {}
 
+    def scored(self, outputs: torch.Tensor, data: Dataset) -> Scored:
+        """The figure of the test-set outputs with its nested figures (none by default) and details."""
+        return Scored(self(outputs, data), details=self.details(outputs, data))
+
     def of_model(self, model: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
                  device: torch.device | str) -> Scored:
         """The metric measured on the trained ``model`` itself (kinds with capability ``needs_model``)."""

@@ -11,6 +11,10 @@ targets; a kind with capability ``needs_model``, such as ``adversarial``, gets t
 primary metric (accuracy, or rmse), on each corrupted test set (built once, from a
 generator seeded with :data:`CORRUPTION_SEED`, so every run and every method sees the same corrupted data).
 
+A physics-informed model family (model capability ``physics_informed``: a PINN on data ``pde``) trains on D̂'s
+label-free points by the PDE residual instead (:func:`ddspec.evaluate.pde.fit_pinn`) and is scored by relL2 per
+held-out boundary condition.
+
 A train kind with capability ``estimator`` (``train: sklearn``) is the model family itself: without
 ``evaluate.models``, each seed fits it to (x, y) with ``random_state = seed`` (no epochs, no augmentation) and
 the fitted estimator is scored like a network; the recorded model is the train spec, so its ``per_model``
@@ -39,7 +43,7 @@ from torch import nn
 from ddspec.components.data.base import Dataset
 from ddspec.components.training.fit import Augmenter, fit
 from ddspec.errors import RunError, SpecError
-from ddspec.evaluate.metrics import Figures, Metric, Scored
+from ddspec.evaluate.metrics import Figures, Metric
 from ddspec.registry import CORRUPTIONS, METRICS, MODELS, TRAIN
 from ddspec.spec.evaluate import primary_metric
 
@@ -95,6 +99,10 @@ class Protocol:
                 model = self.estimator.fit(x, _targets(y, self.data), seed)
             elif "closed_form" in MODELS[spec.kind].capabilities:
                 model = _fit_closed_form(spec, x, y, self.data, self.problem)
+            elif "physics_informed" in MODELS[spec.kind].capabilities:
+                from ddspec.evaluate.pde import fit_pinn
+
+                model = fit_pinn(spec, seed, x, self.data, self.ev, self.device)
             else:
                 inputs, targets = x.detach().to(self.device, torch.float32), _targets(y, self.data).to(self.device)
                 model = _train(spec, seed, inputs, targets, self.data, self.ev, self.augment, self.device)
@@ -111,7 +119,7 @@ class Protocol:
             if "needs_model" in METRICS[spec.kind].capabilities:
                 scored = metric.of_model(model, self.data, self.device)
             else:
-                scored = Scored(metric(outputs, self.data), details=metric.details(outputs, self.data))
+                scored = metric.scored(outputs, self.data)
             run.metrics[spec.kind] = float(scored.value)
             run.figures[spec.kind] = scored.figures
             run.details[spec.kind] = scored.details

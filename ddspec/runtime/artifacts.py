@@ -9,8 +9,8 @@ from typing import Any
 from ddspec.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
-    "ADVERSARIAL_PNG", "CHECKPOINT", "DISTILLED", "FIGURES", "HISTORY", "LOSS_PNG", "METRICS", "PLAN", "REPORT", "ROBUSTNESS_PNG",
-    "SAMPLES_PNG", "SPEC", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_distilled",
+    "ADVERSARIAL_PNG", "CHECKPOINT", "DISTILLED", "FIELD_ERRORS_PNG", "FIGURES", "HISTORY", "LOSS_PNG", "METRICS", "PLAN", "REPORT", "ROBUSTNESS_PNG",
+    "SAMPLES_PNG", "SPEC", "WORST_FIELD_PNG", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_distilled",
     "read_json", "save_distilled",
 ]
 
@@ -26,7 +26,9 @@ SAMPLES_PNG = "samples.png"
 LOSS_PNG = "loss.png"
 ROBUSTNESS_PNG = "robustness.png"
 ADVERSARIAL_PNG = "adversarial.png"
-FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG, ADVERSARIAL_PNG)
+FIELD_ERRORS_PNG = "field_errors.png"
+WORST_FIELD_PNG = "worst_field.png"
+FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG, ADVERSARIAL_PNG, FIELD_ERRORS_PNG, WORST_FIELD_PNG)
 
 
 def save_distilled(path: Path, x: Any, y: Any, extras: dict[str, Any] | None = None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,9 @@ class RunContext:
     ``generator`` (CPU, seeded from ``runtime.seed``) is the only source of randomness a backend
     should draw from besides the global torch RNG (which seeds model initialisations); both are
     checkpointed, so runs are reproducible and resumable.
+
+    ``dtype``: what the learned synthetic tensors are computed in (float32; float64 for the gradient checks of
+    :func:`ddspec.testing.check_hypergradient`).
     """
 
     problem: Any
@@ -40,6 +45,28 @@ class RunContext:
     generator: torch.Generator = field(default_factory=torch.Generator)
     loops: list[Loop] = field(default_factory=list)
     prepare_seconds: float = 0.0
+    dtype: torch.dtype = torch.float32
+
+    @classmethod
+    def start(cls, problem: Any, analysis: Analysis, out: Path, *, resume: bool = False,
+              dtype: torch.dtype = torch.float32) -> RunContext:
+        """The context of a run of ``problem`` into ``out``: the device of ``runtime.device``, every RNG seeded from
+        ``runtime.seed`` (:func:`~ddspec.runtime.device.seed_everything`, which also sets the threads), and the
+        data loaded, checked and moved to the device; with a ``dtype`` other than float32 (the float64 gradient
+        checks) the data's floating tensors and the learned synthetic tensors are in ``dtype``."""
+        from ddspec.components.data import load_dataset
+        from ddspec.runtime import device as devices
+
+        device = devices.select_device(problem.runtime.device)
+        generator = devices.seed_everything(problem.runtime.seed, problem.runtime.threads)
+        data = load_dataset(problem.data).to(device)
+        if dtype != torch.float32:
+            def cast(t: torch.Tensor) -> torch.Tensor:
+                return t.to(dtype) if t.is_floating_point() else t
+
+            data = replace(data, x_train=cast(data.x_train), y_train=cast(data.y_train), x_test=cast(data.x_test),
+                           y_test=cast(data.y_test))
+        return cls(problem, analysis, data, device, out, resume=resume, generator=generator, dtype=dtype)
 
     def outer(self, tensors: dict[str, torch.Tensor], desc: str, fix: str, state: dict[str, Any] | None = None
               ) -> tuple[torch.optim.Optimizer, Loop]:
@@ -68,6 +95,25 @@ class RunContext:
         )
         self.loops.append(loop)
         return loop
+
+    def replay(self, *stateful: Any) -> Callable[[], Any]:
+        """Common random numbers: a context-manager factory whose every block starts from the run's generator,
+        the global torch RNGs (CPU, and CUDA on a CUDA device) and the ``state_dict`` of each of ``stateful`` (e.g.
+        a model pool) as they are now, so that repeated evaluations of one objective see the same draws."""
+        rng, generator = torch.get_rng_state(), self.generator.get_state()
+        cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        states = [copy.deepcopy(s.state_dict()) for s in stateful]
+
+        @contextmanager
+        def block() -> Iterator[None]:
+            torch.set_rng_state(rng)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+            self.generator.set_state(generator)
+            for s, state in zip(stateful, states):
+                s.load_state_dict(copy.deepcopy(state))
+            yield
+        return block
 
     def new_model(self, spec: Any = None) -> torch.nn.Module:
         """A freshly initialised model (from the global torch RNG) of ``spec`` (default: the problem's)."""

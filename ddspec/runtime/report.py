@@ -31,6 +31,7 @@ from ddspec.registry import load_plugins
 from ddspec.runtime.artifacts import (
     ADVERSARIAL_PNG,
     DISTILLED,
+    FIELD_ERRORS_PNG,
     FIGURES,
     HISTORY,
     LOSS_PNG,
@@ -40,11 +41,13 @@ from ddspec.runtime.artifacts import (
     ROBUSTNESS_PNG,
     SAMPLES_PNG,
     SPEC,
+    WORST_FIELD_PNG,
     atomic_write_bytes,
     atomic_write_text,
     load_distilled,
     read_json,
 )
+from ddspec.runtime.report_fields import field_errors_figure, points_figure, worst_field_figure
 from ddspec.spec.evaluate import is_fraction
 
 MAX_CLASSES = 20
@@ -68,11 +71,14 @@ def write_report(out_dir: Path) -> Path:
     tensors = load_distilled(out_dir / DISTILLED)
     metrics = _read(out_dir / METRICS, {})
     spec_text = (out_dir / SPEC).read_text(encoding="utf-8") if (out_dir / SPEC).is_file() else ""
+    spec = _spec(spec_text)
     figures = {
-        SAMPLES_PNG: samples_png(tensors["x"].float().numpy(), tensors["y"].numpy()),
+        SAMPLES_PNG: samples_png(tensors["x"].float().numpy(), tensors["y"].numpy(), spec),
         LOSS_PNG: loss_png(history_rows(_read(out_dir / HISTORY, []))),
         ROBUSTNESS_PNG: robustness_png(metrics),
         ADVERSARIAL_PNG: curves_png(metrics),
+        FIELD_ERRORS_PNG: _optional_png(field_errors_figure(metrics, spec)),
+        WORST_FIELD_PNG: _optional_png(worst_field_figure(metrics, spec)),
     }
     figures = {name: png for name, png in figures.items() if png is not None}
     for name, png in figures.items():
@@ -94,11 +100,16 @@ def history_rows(history: Any) -> list[dict[str, float]]:
     return list(history.get("rows", [])) if isinstance(history, dict) else list(history)
 
 
-def _run_name(spec_text: str, out_dir: Path) -> str:
+def _spec(spec_text: str) -> dict[str, Any]:
+    """``spec.yaml`` as a dict (empty when missing or not a mapping)."""
     import yaml
 
     spec = yaml.safe_load(spec_text) if spec_text else None
-    return str(spec.get("name", out_dir.name)) if isinstance(spec, dict) else out_dir.name
+    return spec if isinstance(spec, dict) else {}
+
+
+def _run_name(spec_text: str, out_dir: Path) -> str:
+    return str(_spec(spec_text).get("name", out_dir.name))
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -106,6 +117,10 @@ def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def _optional_png(fig: Any | None) -> bytes | None:
+    return None if fig is None else _png(fig)
 
 
 Label = Callable[[int], str]
@@ -121,9 +136,12 @@ def strata_of(y: np.ndarray) -> tuple[np.ndarray, Label]:
     return y.astype(np.int64), "class {}".format
 
 
-def samples_png(x: np.ndarray, y: np.ndarray) -> bytes:
+def samples_png(x: np.ndarray, y: np.ndarray, spec: dict[str, Any] | None = None) -> bytes:
     """N x C x H x W: image grid (a row per class); N x C x L: a line panel per class; else a heatmap.
-    Rows with real-valued targets (float N) are shown in order of their target."""
+    Rows with real-valued targets (float N) are shown in order of their target; label-free points (targets with
+    no columns: PDE collocation points) as points (:func:`ddspec.runtime.report_fields.points_figure`)."""
+    if y.ndim == 2 and y.shape[1] == 0:
+        return _png(points_figure(x, spec or {}))
     classes, label = strata_of(y)
     if y.ndim == 1 and np.issubdtype(y.dtype, np.floating):
         x = x[np.argsort(y, kind="stable")]
@@ -435,7 +453,8 @@ def render_html(
         _metrics_section(metrics),
         *(f"<h2>{title}</h2>" + _img(key, figures[key]) for key, title in
           ((ROBUSTNESS_PNG, "Clean and corrupted test sets"), (ADVERSARIAL_PNG, "Robust accuracy vs ε"),
-           (LOSS_PNG, "Loss")) if key in figures),
+           (FIELD_ERRORS_PNG, "relL2 per held-out boundary condition"),
+           (WORST_FIELD_PNG, "Error field of the worst boundary condition"), (LOSS_PNG, "Loss")) if key in figures),
         "<h2>Plan</h2>" + _pre(plan_text),
         "<h2>Resolved spec</h2>" + _pre(spec_text or "(no spec.yaml)"),
     ]

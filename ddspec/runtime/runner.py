@@ -140,18 +140,15 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, overwrite: bool = Fals
 
 def _run(plan: Plan, out: Path, resume: bool) -> Result:
     from ddspec.runtime.context import RunContext
-    from ddspec.runtime.device import seed_everything, select_device
 
     problem = plan.problem
-    device = select_device(problem.runtime.device)
-    generator = seed_everything(problem.runtime.seed, problem.runtime.threads)
-    data = _load_data(problem, device)
+    ctx = RunContext.start(problem, plan.analysis, out, resume=resume)
+    data, device = ctx.data, ctx.device
     if (out / art.DISTILLED).exists():
         tensors = art.load_distilled(out / art.DISTILLED)
         x, y = tensors["x"], tensors["y"]
         seconds = art.read_json(out / art.HISTORY)["distill_seconds"]
     else:
-        ctx = RunContext(problem, plan.analysis, data, device, out, resume=resume, generator=generator)
         start = time.perf_counter()
         distilled = load_backends()[plan.backend].run(ctx)
         looped = sum(loop.elapsed for loop in ctx.loops) + ctx.prepare_seconds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
@@ -34,10 +34,36 @@ class SpecModel(BaseModel):
     #: the Problem model rebuilds these fields from the registry's current kinds.
     nested: ClassVar[dict[str, Registry]] = {}
 
+    #: Its budgets at smoke size (:func:`ddspec.testing.shrink`): field → value. A number caps the field (a field
+    #: left None, i.e. the backend's default budget, gets the number); a list field keeps its first n entries; any
+    #: other value replaces the field. Fields not named here keep their values (the problem stays the same).
+    smoke: ClassVar[dict[str, Any]] = {}
+
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """Well-posedness findings this kind knows about itself, given the whole problem's ``analysis``
         (the analysis pass calls it on every section; a section calls it on its nested sections). None by default."""
         return ()
+
+    def shrunk(self) -> Self:
+        """This section at smoke size: its nested sections (and lists of them) shrunk, then its :attr:`smoke`
+        budgets applied; not validated (:func:`ddspec.testing.shrink` validates the whole problem). A kind whose
+        budgets depend on one another overrides it."""
+        changes: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SpecModel):
+                changes[name] = value.shrunk()
+            elif isinstance(value, list) and any(isinstance(v, SpecModel) for v in value):
+                changes[name] = [v.shrunk() if isinstance(v, SpecModel) else v for v in value]
+        for name, small in self.smoke.items():
+            value = getattr(self, name)
+            if isinstance(value, list):
+                changes[name] = changes.get(name, value)[:small]
+            elif isinstance(small, (int, float)) and not isinstance(small, bool):
+                changes[name] = small if value is None else min(value, small)
+            else:
+                changes[name] = small
+        return self.model_copy(update=changes)
 
 
 class FileSpec(SpecModel):

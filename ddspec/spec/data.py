@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 class DataInfo:
     """Structural facts about a dataset: per-sample input shape, classes, training samples per stratum.
 
-    ``targets`` is "classes" (``num_classes`` K > 0, ``class_counts`` per class) or "real" (real-valued
-    targets of ``target_dim`` values per row; ``num_classes`` 0 and ``class_counts`` = (n_train,): one stratum)."""
+    ``targets`` is "classes" (``num_classes`` K > 0, ``class_counts`` per class), "real" (real-valued
+    targets of ``target_dim`` values per row; ``num_classes`` 0 and ``class_counts`` = (n_train,): one stratum) or
+    "field" (a PDE's solution values at the records; D̂'s points carry no targets; one stratum)."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -41,6 +42,8 @@ class DataInfo:
         """The targets in words, for ``explain``: "10 classes (smallest: 133)" or "real targets (1 per row)"."""
         if self.targets == "classes":
             return f"{self.num_classes} classes (smallest: {min(self.class_counts)})"
+        if self.targets == "field":
+            return "a solution field (D̂'s points carry no targets)"
         return f"real targets ({self.target_dim} per row)"
 
     @property

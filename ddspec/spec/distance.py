@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -48,7 +48,21 @@ def dc_schedule(images_per_class: float) -> tuple[int, int]:
     return round(o0 + t * (o1 - o0)), round(s0 + t * (s1 - s0))
 
 
-class MatchingDistance(SpecModel):
+class DistanceBase(SpecModel):
+    """What a distance declares without torch: a surrogate (capability ``surrogate``) names in ``approximates``
+    the exact objective it stands for; :meth:`approximation` says how the gradient its backend steps along
+    departs from the exact gradient of the distance itself."""
+
+    #: The exact objective a surrogate stands for, in words ("" for a distance that is not a surrogate).
+    approximates: ClassVar[str] = ""
+
+    def approximation(self) -> str:
+        """How the gradient of this distance that its backend steps along departs from the exact gradient of its
+        value, in words ("": it is exact, as :func:`ddspec.testing.check_hypergradient` verifies)."""
+        return ""
+
+
+class MatchingDistance(DistanceBase):
     """Base of the surrogates the matching backend runs: the defaults it resolves for them. Subclass it (with a
     ``kind: Literal[...]`` field) to add a matching distance; register it with capabilities ``surrogate`` and
     ``embedding`` (or ``needs_network_training``) and a builder."""
@@ -110,9 +124,14 @@ class MMDDistance(MatchingDistance):
         "D̂ and D match in every moment the RBF kernel sees"
     )
 
+    def approximation(self) -> str:
+        """With the median heuristic (``bandwidths`` None) the bandwidths are recomputed from X ∪ Y at every
+        evaluation but not differentiated."""
+        return "" if self.bandwidths is not None else "the median bandwidth is held constant (not differentiated)"
+
 
 @DISTANCES.register(capabilities=("exact", "distributions"))
-class KLDistance(SpecModel):
+class KLDistance(DistanceBase):
     """KL(p_teacher ‖ p_student) of the softmax predictions (at ``temperature``) on a real batch; task ``predictions``."""
 
     kind: Literal["kl"] = "kl"
@@ -138,12 +157,13 @@ class KLDistance(SpecModel):
 
 @DISTANCES.register(builder="ddspec.components.training.experts:trajectory",
                     capabilities=("surrogate", "needs_unroll", "needs_experts"))
-class TrajectoryDistance(SpecModel):
+class TrajectoryDistance(DistanceBase):
     """Trajectory matching (MTT): from expert epoch t, the student trains ``train.steps`` = N steps on D̂;
     d = ‖θ̂_{t+N} − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖², θ* the parameters of experts trained on the real data with
     the targets' loss (cross-entropy, or squared error for real-valued targets; once, cached in the run
     directory as ``experts.safetensors``), t uniform in [0, max_start_epoch], M = ``expert_span``."""
 
+    smoke: ClassVar[dict[str, Any]] = {"experts": 1, "expert_epochs": 2, "max_start_epoch": 1, "expert_span": 1}
     kind: Literal["trajectory"] = "trajectory"
     experts: PositiveInt = Field(5, le=1000, description="Expert trajectories trained on the real data.")
     expert_epochs: PositiveInt = Field(20, le=10_000, description="Epochs per expert (one checkpoint per epoch).")

@@ -9,7 +9,7 @@ corrupted test sets) and ``needs_model`` (measured on the trained model itself, 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -147,6 +147,7 @@ class SquareAttack(SpecModel):
     """The black-box random-search attack (Square-style) run beside PGD as the gradient-masking check: it
     only queries the model's outputs, so a sample it breaks that PGD did not points at masked gradients."""
 
+    smoke: ClassVar[dict[str, Any]] = {"queries": 5}
     queries: PositiveInt = Field(1000, le=100_000, description="Model evaluations per sample, norm and ε.")
 
 
@@ -170,6 +171,7 @@ class AdversarialMetric(MetricSpec):
     every (norm, ε) as ``adversarial.<norm>.<ε>`` (mean ± std over the runs) and the clean accuracy of the
     attacked subset as ``adversarial.clean``."""
 
+    smoke: ClassVar[dict[str, Any]] = {"steps": 2, "restarts": 1, "targets": 1, "samples": 20}
     kind: Literal["adversarial"] = "adversarial"
     norms: list[Norm] = Field(default_factory=lambda: ["linf", "l2"], min_length=1, max_length=2)
     eps_linf: list[NonNegativeFloat] = Field(
@@ -260,6 +262,7 @@ class EvaluateSpec(SpecModel):
     """Train each model in ``models`` from each seed on D̂; report final-epoch metrics, mean ± std, beside the
     same protocol's figures for the ``baselines``."""
 
+    smoke: ClassVar[dict[str, Any]] = {"seeds": 1, "epochs": 2}
     models: list = Field(  # list[ModelUnion]; the element type is set in ddspec.spec.problem
         default_factory=list, description="Architectures to evaluate; empty means the problem's model."
     )

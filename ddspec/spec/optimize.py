@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, Union
 
 from pydantic import Field
 
 from ddspec.errors import Finding
 from ddspec.registry import HYPERGRADIENTS, OPTIMIZERS, Registry
-from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveInt, SpecModel
+from ddspec.spec.base import LearningRate, Momentum, NonNegativeFloat, PositiveFloat, PositiveInt, SpecModel
 
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
@@ -59,6 +59,16 @@ class HypergradientBase(SpecModel):
         """(inner steps whose activations are alive at once, how the hypergradient is taken) for K = ``steps``."""
         raise NotImplementedError
 
+    def approximation(self) -> str:
+        """How its hypergradient departs from the exact gradient of the outer objective, in words ("": it is
+        exact, as :func:`ddspec.testing.check_hypergradient` can verify)."""
+        return self._approximate("")
+
+    def _approximate(self, why: str) -> str:
+        """``why``, and that ``normalize`` rescales each scenario's hypergradient when it does."""
+        return "; ".join(filter(None, ["each scenario's hypergradient is divided by its norm" if self.normalize else "",
+                                       why]))
+
     def scenario_flops(self, steps: int, step: float, outer: float) -> float:
         """FLOPs of one scenario: K = ``steps`` inner steps of ``step`` FLOPs each (a forward and backward pass on
         the synthetic batch), the hypergradient's own work, and the outer loss (``outer`` FLOPs)."""
@@ -96,6 +106,16 @@ class UnrolledHypergradient(HypergradientBase):
     checkpoint_every: PositiveInt | None = Field(
         None, description="Gradient checkpointing: segment length S in inner steps (engine torch_func)."
     )
+
+    def approximation(self) -> str:
+        return self._approximate(f"only the last {self.truncate} inner steps are differentiated" if self.truncate else "")
+
+    def shrunk(self) -> UnrolledHypergradient:
+        """At smoke size (K = 2 inner steps) truncation and checkpointing stay on: T = S = 1 (after the nested
+        sections and :attr:`smoke` budgets of :meth:`SpecModel.shrunk`)."""
+        small = super().shrunk()
+        return small.model_copy(update={"truncate": None if small.truncate is None else 1,
+                                        "checkpoint_every": None if small.checkpoint_every is None else 1})
 
     def tracked_steps(self, steps: int) -> tuple[int, str]:
         """T = min(truncate, K) tracked steps; with checkpointing ⌈T/S⌉ segment starts plus one segment of S."""
@@ -139,9 +159,14 @@ class ImplicitHypergradient(HypergradientBase):
     neumann_step: float = Field(0.01, gt=0, description="α of the Neumann series (needs α·λ_max(H) < 2).")
     lr_note: ClassVar[str] = ("the implicit hypergradient differentiates the trained solution, which does not "
                               "depend on the inner lrs")
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2}
 
     def tracked_steps(self, steps: int) -> tuple[int, str]:
         return 1, f"implicit ({self.solver}, {self.iterations} Hessian-vector products)"
+
+    def approximation(self) -> str:
+        return self._approximate(f"the implicit function theorem at θ_K assumes converged inner training, and the "
+                                 f"linear solve stops after {self.iterations} iterations")
 
     def scenario_flops(self, steps: int, step: float, outer: float) -> float:
         """K plain steps, the outer loss, and one Hessian-vector product (2x a step) per solver iteration."""
@@ -171,6 +196,9 @@ class RidgeHeadHypergradient(HypergradientBase):
         return 1, (f"ridge head (last layer in closed form, λ = {self.ridge:g}, target scale {self.target_scale:g}; "
                    "K steps without a graph)")
 
+    def approximation(self) -> str:
+        return self._approximate("the trained body θ_K is held constant")
+
     def scenario_flops(self, steps: int, step: float, outer: float) -> float:
         """K plain steps, one more pass for the features, and the outer loss."""
         return (steps + 1) * step + outer
@@ -195,6 +223,16 @@ class OptimizeBase(SpecModel):
         """The DSA augmentation it declares (the evaluation's ``augment`` reuses its ops); None if none."""
         return None
 
+    def outer_iterations(self) -> int | None:
+        """The outer iterations a run records (one row of ``history.json`` each); None for an optimizer without an
+        iterative loop (a closed form, a selection)."""
+        return None
+
+    def with_real_batch_at_most(self, per_class: int) -> Self:
+        """This optimizer with real batches of at most ``per_class`` samples per class (itself when it draws
+        none); for the tiny instance of :func:`ddspec.testing.check_hypergradient`."""
+        return self
+
 
 OPTIMIZERS.base = OptimizeBase
 
@@ -204,6 +242,7 @@ class GradientOptimize(OptimizeBase):
     """First-order optimization of the synthetic tensors (matching or hypergradient steps)."""
 
     nested: ClassVar[dict[str, Registry]] = {"hypergradient": HYPERGRADIENTS}
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2, "outer_loop": 2}
     kind: Literal["gradient"] = "gradient"
     optimizer: Literal["sgd", "adam"] | None = Field(
         None, description="None: the backend's reference (matching: sgd; bilevel: adam)."
@@ -229,6 +268,12 @@ class GradientOptimize(OptimizeBase):
     def augmentation_ops(self) -> AugmentationSpec | None:
         return self.augmentation
 
+    def outer_iterations(self) -> int | None:
+        return self.iterations
+
+    def with_real_batch_at_most(self, per_class: int) -> Self:
+        return self.model_copy(update={"real_batch_per_class": min(self.real_batch_per_class, per_class)})
+
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """The hypergradient's own findings."""
         if self.hypergradient is not None:
@@ -237,19 +282,45 @@ class GradientOptimize(OptimizeBase):
 
 @OPTIMIZERS.register(capabilities=("selection",))
 class SelectOptimize(OptimizeBase):
-    """Coreset selection: pick real samples per class instead of synthesizing them (baselines)."""
+    """Baselines that pick D̂ instead of synthesizing it: real samples per class (``random``, ``herding``,
+    ``kcenter``), or, for data with a domain (PDE collocation points), draws from the points' box (``uniform``;
+    ``lhs``, ``sobol``, ``halton``: scipy.stats.qmc, scrambled) or residual-based adaptive sampling (``rad``:
+    the points of a PINN trained while resampling them every ``resample_every`` steps from a pool of ``pool``
+    uniform points with p(x) ∝ |r(x)|^k / mean|r|^k + c)."""
 
+    #: The methods that draw points from the data's domain instead of picking real samples.
+    DOMAIN_METHODS: ClassVar[tuple[str, ...]] = ("uniform", "lhs", "sobol", "halton", "rad")
+    smoke: ClassVar[dict[str, Any]] = {"resample_every": 1, "pool": 256}
     kind: Literal["select"] = "select"
-    method: Literal["random", "herding", "kcenter"] = "random"
+    method: Literal["random", "herding", "kcenter", "uniform", "lhs", "sobol", "halton", "rad"] = "random"
     space: Literal["input", "embedding"] = Field(
         "input", description="Where distances are measured: raw inputs or a random network's embedding."
     )
+    rad_k: PositiveFloat = Field(1.0, description="RAD: the exponent k of |r|.")
+    rad_c: NonNegativeFloat = Field(1.0, description="RAD: the constant c added to the normalized |r|^k.")
+    resample_every: PositiveInt = Field(1000, description="RAD: training steps between resamplings.")
+    pool: PositiveInt = Field(8192, description="RAD: uniform candidate points per resampling.")
+
+    def describe(self) -> str:
+        """What the selection does, in words (for ``explain``)."""
+        if self.draws_points():
+            return f"draw points in the data's domain ({self.method})"
+        return f"select real samples ({self.method}, in {self.space} space)"
+
+    def draws_points(self) -> bool:
+        """Whether the method draws points from the data's domain (else it picks real samples)."""
+        return self.method in self.DOMAIN_METHODS
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
-        """An embedding needs a network: a model family that is a library estimator has none."""
+        """An embedding needs a network: a model family that is a library estimator has none. Domain samplers
+        need data with a domain."""
         if self.space == "embedding" and analysis.has("train:estimator"):
             yield Finding("EMBEDDING_NEEDS_NETWORK", "optimize.space", f"the model family is the estimator of train "
                           f"`{analysis.kind('train')}`, which has no embedding", "set optimize.space: input")
+        if self.draws_points() and not analysis.has("data:pde"):
+            yield Finding("SAMPLER_NEEDS_DOMAIN", "optimize.method", f"`{self.method}` draws points from the data's "
+                          f"domain, and data `{analysis.kind('data')}` has none (it is not a PDE problem)",
+                          "use optimize.method: random, herding or kcenter")
 
 
 @OPTIMIZERS.register(capabilities=("zero_order",))
@@ -262,6 +333,7 @@ class ZeroOrderOptimize(OptimizeBase):
     L(S−σv_l)] v_l/(2σ) (2M evaluations). All evaluations of a step share the scenarios ω, their seeds and the real
     batch (common random numbers); the directions come from the run's generator."""
 
+    smoke: ClassVar[dict[str, Any]] = {"iterations": 2, "samples": 2}
     kind: Literal["zero_order"] = "zero_order"
     estimator: Literal["forward", "antithetic"] = Field(
         "antithetic", description="antithetic: 2M evaluations, no σ² curvature term in the variance; forward: M + 1.")
@@ -293,6 +365,12 @@ class ZeroOrderOptimize(OptimizeBase):
     def per_step(self) -> int:
         """Objective evaluations per step and scenario: M + 1 (forward) or 2M (antithetic)."""
         return self.samples + 1 if self.estimator == "forward" else 2 * self.samples
+
+    def outer_iterations(self) -> int | None:
+        return self.iterations
+
+    def with_real_batch_at_most(self, per_class: int) -> Self:
+        return self.model_copy(update={"real_batch_per_class": min(self.real_batch_per_class, per_class)})
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """A box must be non-empty; learned inner lrs need a hypergradient; ``batched`` needs torch training."""

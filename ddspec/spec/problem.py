@@ -36,6 +36,7 @@ from ddspec.spec import (  # noqa: F401  (register kinds)
     kernel,
     model,
     optimize,
+    pde,
     regularizer,
     risk,
     task,

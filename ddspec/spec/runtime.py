@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,7 @@ from ddspec.spec.base import PositiveInt, SpecModel
 class RuntimeSpec(SpecModel):
     """Device, seed and checkpointing. The same spec and seed on CPU give identical distilled tensors."""
 
+    smoke: ClassVar[dict[str, Any]] = {"progress": False}
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0, le=2**63 - 1)
     threads: PositiveInt | None = Field(

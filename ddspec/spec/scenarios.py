@@ -43,6 +43,13 @@ class ScenariosSpec(SpecModel):
         "task objectives only); None: a fresh initialisation every iteration.",
     )
 
+    def describe(self) -> str:
+        """The scenarios of one outer iteration in words (for ``explain``)."""
+        pool = self.pool
+        starts = "init(s)" if pool is None else (f"warm start(s) from a pool of {pool.size} models, each re-initialised "
+                                                 f"after {pool.max_steps} inner steps,")
+        return f"{self.inits} {starts} per iteration"
+
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """``pool`` warm-starts the inner training of a task objective through differentiable training (the
         bilevel backend): it needs such an objective, a pool of at least ``inits`` models, and lifetimes longer

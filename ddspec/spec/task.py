@@ -10,7 +10,7 @@ form or by a convex solver is judged by).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -34,6 +34,10 @@ class TaskBase(SpecModel):
         """(FLOPs, description) of the work before distilling, where training costs ``flops`` per sample."""
         return 0.0, ""
 
+    def describe_scenarios(self, problem: Any) -> str:
+        """The scenarios ω the risk ranges over in one outer iteration, in words (default: ``scenarios``')."""
+        return problem.scenarios.describe()
+
 
 TASKS.base = TaskBase
 
@@ -54,6 +58,7 @@ class PredictionsTask(TaskBase):
     teacher's: the problem's model trained on the real training data once (SGD, lr × 0.1 at half),
     cached in the run directory as ``teacher.safetensors``."""
 
+    smoke: ClassVar[dict[str, Any]] = {"teacher_epochs": 1}
     kind: Literal["predictions"] = "predictions"
     teacher_epochs: PositiveInt = Field(30, le=10_000, description="Epochs of teacher training on the real data.")
     teacher_lr: LearningRate = 0.01

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -50,6 +50,7 @@ class GradientTrain(TrainBase):
     mean_i ℓ_i + Σ_r λ_r mean_i R_r,i with the ``regularizers`` R_r (per sample; none by default)."""
 
     nested: ClassVar[dict[str, Registry]] = {"regularizers": REGULARIZERS}
+    smoke: ClassVar[dict[str, Any]] = {"steps": 2}
     kind: Literal["gradient"] = "gradient"
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: LearningRate = 0.01

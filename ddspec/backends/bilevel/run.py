@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddspec.backends.base import Distilled
+from ddspec.backends.base import Distilled, OuterGradient, stepped_gradient
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.objectives.scenarios import Objective, inner_batches
 from ddspec.components.synthetic.set import SyntheticSet
@@ -40,7 +40,7 @@ class Learned:
     @classmethod
     def create(cls, ctx: RunContext) -> Learned:
         p = ctx.problem
-        synthetic = SyntheticSet.create(p, ctx.data, ctx.generator)
+        synthetic = SyntheticSet.create(p, ctx.data, ctx.generator, ctx.dtype)
         log_lr = None
         if p.train.learn_lr:
             log_lr = torch.full((p.train.steps,), math.log(p.train.lr), device=synthetic.z.device).requires_grad_(True)
@@ -98,14 +98,28 @@ def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: H
     return float(total.detach())
 
 
+def setup(ctx: RunContext) -> tuple[Learned, Hypergradient, RiskMeasure, Objective]:
+    """What a run steps with: D̂ (and the inner lrs), the hypergradient, the risk and the scenarios' objective."""
+    p = ctx.problem
+    learned = Learned.create(ctx)
+    risk = RISKS.build(p.risk)
+    return learned, hypergradient_fn(p, InnerRecipe.of(p.train)), risk, Objective(ctx, risk, learned.synthetic.strata)
+
+
+def outer_gradient(ctx: RunContext) -> OuterGradient:
+    """R_ω of the first iteration's scenarios and its hypergradient, by :func:`outer_step` (the run's step); every
+    evaluation replays the same scenarios, batches and model-pool state."""
+    learned, hyper, risk, objective = setup(ctx)
+    replay = ctx.replay(*([] if objective.pool is None else [objective.pool]))
+    return stepped_gradient(learned.tensors, replay, lambda: outer_step(ctx, learned, objective, hyper, risk, 0),
+                            approximation=ctx.problem.optimize.hypergradient.approximation())
+
+
 def distill(ctx: RunContext) -> Distilled:
     """Run ``optimize.iterations`` outer steps from the initial synthetic set."""
     p = ctx.problem
-    learned = Learned.create(ctx)
+    learned, hyper, risk, objective = setup(ctx)
     t = p.train
-    hyper = hypergradient_fn(p, InnerRecipe.of(t))
-    risk = RISKS.build(p.risk)
-    objective = Objective(ctx, risk, learned.synthetic.strata)
     opt = p.optimize
     fix = f"lower optimize.lr (now {opt.lr:g}) or train.lr (now {t.lr:g})"
     pool = {} if objective.pool is None else {"pool": objective.pool}

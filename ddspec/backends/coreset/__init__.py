@@ -41,9 +41,10 @@ class CoresetBackend(Backend):
         if not analysis.has("optimize:selection"):
             problems.append(f"the optimize `{analysis.kind('optimize')}` does not select samples "
                             "(coreset needs optimize.kind: select)")
-        if analysis.has("targets:real"):
-            problems.append("the data's targets are real values, and coreset selection picks samples class by class "
-                            "(for regression use bilevel, krr or convex)")
+        if not analysis.has("targets:classes"):
+            problems.append(f"the data's targets are not classes ({analysis.data.describe_targets()}), and coreset "
+                            "selection picks samples class by class (for regression use bilevel, krr or convex; for "
+                            "a PDE, collocation)")
         if problems:
             return False, "; ".join(problems)
         return True, "optimize.kind is select: pick real samples per class"

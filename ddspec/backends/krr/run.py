@@ -8,12 +8,13 @@ KIP optimizes float64 inputs too, in standardized units as the other gradient ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from ddspec.backends.base import Distilled
+from ddspec.backends.base import Distilled, NoOuterGradient, OuterGradient, stepped_gradient
 from ddspec.components.closed_form import krr
 from ddspec.components.closed_form.compare import Fitted, weight_metrics
 from ddspec.components.models.kernel import feature_map, flat64, kernel_ridge_solve
@@ -64,33 +65,53 @@ def exact(ctx: RunContext) -> Distilled:
     return Distilled(x, torch.from_numpy(np.ascontiguousarray(Y_s)))
 
 
-def kip(ctx: RunContext) -> Distilled:
-    """KIP: minimize ½ mean ‖Y_t − φ(X_t) W_Sᵀ‖², W_Sᵀ = φ(X_S)ᵀ(φ(X_S)φ(X_S)ᵀ + λ_S I)⁻¹ Y_S
-    (pseudo-inverse for λ_S = 0), over X_S (standardized) and, with learned labels, the target rows Y_S."""
+def kip_step(ctx: RunContext) -> tuple[SyntheticSet, Callable[[], float]]:
+    """KIP's synthetic set (float64) and its step: ½ mean ‖Y_t − φ(X_t) W_Sᵀ‖² on a fresh real batch, its gradient
+    accumulated into the learned tensors; returns the loss."""
     p, data = ctx.problem, ctx.data
     fm = feature_map(p.model.features, int(np.prod(data.input_shape)))
     synthetic = SyntheticSet.create(p, data, ctx.generator, torch.float64, labels="rows")
-    learned = synthetic.tensors
-    opt = p.optimize
-    optimizer, loop = ctx.outer(learned, "KIP", f"lower optimize.lr (now {opt.lr:g})")
-    lam_s = p.train.lam_synthetic
 
-    def rows() -> torch.Tensor:
-        return data.targets.rows(synthetic.targets()).to(torch.float64)
-
-    for it in loop:
-        batch = ctx.real_batch(opt.real_batch_per_class)
+    def step() -> float:
+        batch = ctx.real_batch(p.optimize.real_batch_per_class)
         phi_t = fm.torch(data.x_train[batch].double().reshape(len(batch), -1))
         y_t = data.targets.rows(data.y_train[batch]).double()
         phi_s = fm.torch(synthetic.x.reshape(len(synthetic.z), -1))
-        w_t = kernel_ridge_solve(phi_s, rows(), lam_s)
+        w_t = kernel_ridge_solve(phi_s, kip_rows(data, synthetic), p.train.lam_synthetic)
         loss = 0.5 * ((y_t - phi_t @ w_t) ** 2).sum(1).mean()
-        optimizer.zero_grad()
         loss.backward()
+        return float(loss.detach())
+    return synthetic, step
+
+
+def kip_rows(data: Any, synthetic: SyntheticSet) -> torch.Tensor:
+    """D̂'s target rows Y_S (float64)."""
+    return data.targets.rows(synthetic.targets()).to(torch.float64)
+
+
+def kip(ctx: RunContext) -> Distilled:
+    """KIP: minimize ½ mean ‖Y_t − φ(X_t) W_Sᵀ‖², W_Sᵀ = φ(X_S)ᵀ(φ(X_S)φ(X_S)ᵀ + λ_S I)⁻¹ Y_S
+    (pseudo-inverse for λ_S = 0), over X_S (standardized) and, with learned labels, the target rows Y_S."""
+    synthetic, step = kip_step(ctx)
+    learned = synthetic.tensors
+    opt = ctx.problem.optimize
+    optimizer, loop = ctx.outer(learned, "KIP", f"lower optimize.lr (now {opt.lr:g})")
+    for it in loop:
+        optimizer.zero_grad()
+        loss = step()
         optimizer.step()
-        loop.record(it, loss=float(loss.detach()))
+        loop.record(it, loss=loss)
         loop.check_finite(it, **learned)
-    return Distilled(synthetic.x.detach().clone(), rows().detach().clone())
+    return Distilled(synthetic.x.detach().clone(), kip_rows(ctx.data, synthetic).detach().clone())
+
+
+def outer_gradient(ctx: RunContext) -> OuterGradient:
+    """KIP's loss on the first iteration's real batch and its gradient (:func:`kip_step`); the exact construction
+    has none (:class:`~ddspec.backends.base.NoOuterGradient`)."""
+    if ctx.analysis.has("optimize:exact"):
+        raise NoOuterGradient("the exact KRR construction solves for D̂ in closed form: it steps along no gradient")
+    synthetic, step = kip_step(ctx)
+    return stepped_gradient(synthetic.tensors, ctx.replay(), step)
 
 
 def distill(ctx: RunContext) -> Distilled:

@@ -111,9 +111,10 @@ class MatchingBackend(Backend):
         if not (analysis.has("risk:expectation") or analysis.has("risk:groups")):
             problems.append(f"the risk `{analysis.kind('risk')}` is not supported (matching averages over scenarios: "
                             "a risk that is their mean, or one over groups of real data such as group_cvar)")
-        if analysis.has("targets:real"):
-            problems.append("the data's targets are real values, and matching compares the real and synthetic data "
-                            "class by class (for regression use bilevel, krr or convex)")
+        if not analysis.has("targets:classes"):
+            problems.append(f"the data's targets are not classes ({analysis.data.describe_targets()}), and matching "
+                            "compares the real and synthetic data class by class (for regression use bilevel, krr or "
+                            "convex)")
         if not problems and analysis.has("risk:groups") and trains_networks(analysis):
             outer = analysis.problem.optimize.outer_loop or self.schedule(analysis)[0]
             if outer < 2:

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddspec.backends.base import Distilled
+from ddspec.backends.base import Distilled, OuterGradient, stepped_gradient
 from ddspec.backends.matching import trains_networks
+from ddspec.components.objectives.distances import HoldsApproximation
 from ddspec.components.objectives.groups import GroupAssigner
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.synthetic.set import SyntheticSet
@@ -75,7 +76,7 @@ class Matcher:
     @classmethod
     def create(cls, ctx: RunContext) -> Matcher:
         """The initial synthetic set of ``ctx.problem`` (``synthetic.init``)."""
-        return cls.around(ctx, SyntheticSet.create(ctx.problem, ctx.data, ctx.generator))
+        return cls.around(ctx, SyntheticSet.create(ctx.problem, ctx.data, ctx.generator, ctx.dtype))
 
     @classmethod
     def starting_at(cls, ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> Matcher:
@@ -176,6 +177,17 @@ def train_network_robust(m: Matcher, net: nn.Module, optimizer: torch.optim.Opti
         optimizer.step()
 
 
+def gradient_objective(m: Matcher, nets: list[nn.Module], total: float = 0.0) -> float:
+    """Σ_nets Σ_c d_c / (number of nets) on the current networks, its gradient accumulated into the synthetic
+    tensors (one synthetic step's objective of DC); returns ``total`` plus its value."""
+    for net in nets:
+        for c in m.synthetic.strata:
+            d = class_gradient_distance(m, net, c) / len(nets)
+            d.backward()
+            total += float(d.detach())
+    return total
+
+
 def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
     """One DC/DSA outer iteration; returns the matching loss averaged over its ``outer_loop`` steps."""
     p = m.ctx.problem
@@ -187,11 +199,7 @@ def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iterati
     total = 0.0
     for ol in range(p.optimize.outer_loop):
         synthetic_opt.zero_grad()
-        for net in nets:
-            for c in m.synthetic.strata:
-                d = class_gradient_distance(m, net, c) / len(nets)
-                d.backward()
-                total += float(d.detach())
+        total = gradient_objective(m, nets, total)
         synthetic_opt.step()
         if ol < p.optimize.outer_loop - 1:
             for net, opt in zip(nets, net_opts):
@@ -219,8 +227,16 @@ def grouped_class_distance(m: Matcher, net: nn.Module, c: int, seed: int) -> tor
 
 def embedding_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
     """One DM / MMD iteration on fresh random networks (not trained); returns the loss."""
-    nets = [net.requires_grad_(False) for net in m.networks(iteration)]
     synthetic_opt.zero_grad()
+    total = embedding_objective(m, iteration)
+    synthetic_opt.step()
+    return total
+
+
+def embedding_objective(m: Matcher, iteration: int) -> float:
+    """The DM / MMD objective of ``iteration``: Σ_nets Σ_c d_c / (number of nets) on its fresh random networks, its
+    gradient accumulated into the synthetic tensors; returns its value."""
+    nets = [net.requires_grad_(False) for net in m.networks(iteration)]
     total = 0.0
     for net in nets:
         for c in m.synthetic.strata:
@@ -233,8 +249,26 @@ def embedding_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iterat
                 d = m.distance(real, net.embed(m.aug(m.synthetic.stratum(c), seed))) / len(nets)
             d.backward()
             total += float(d.detach())
-    synthetic_opt.step()
     return total
+
+
+def outer_gradient(ctx: RunContext) -> OuterGradient:
+    """The surrogate of the first iteration and its gradient: for an embedding surrogate the whole iteration's
+    objective (:func:`embedding_objective`); for a gradient surrogate its first synthetic step's
+    (:func:`gradient_objective` on the iteration's fresh networks). Every evaluation replays the same draws. A
+    distance whose gradient holds a quantity constant (``distance.approximation()``, e.g. MMD's median bandwidth)
+    names it, and, where the built distance can hold it (:class:`~ddspec.components.objectives.distances.HoldsApproximation`),
+    gives the objective with it held (``held``)."""
+    m = Matcher.create(ctx)
+    if trains_networks(ctx.analysis):
+        def step() -> float:
+            return gradient_objective(m, m.networks(0))
+    else:
+        def step() -> float:
+            return embedding_objective(m, 0)
+    approximation = ctx.problem.distance.approximation()
+    hold = m.distance.hold() if approximation and isinstance(m.distance, HoldsApproximation) else None
+    return stepped_gradient(m.synthetic.tensors, ctx.replay(), step, hold=hold, approximation=approximation)
 
 
 def distill(ctx: RunContext) -> Distilled:

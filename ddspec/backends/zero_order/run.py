@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
-from ddspec.backends.base import Distilled
+from ddspec.backends.base import Distilled, OuterGradient
 from ddspec.components import zero_order
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.objectives.scenarios import Objective, inner_batches
@@ -173,22 +173,63 @@ def objective_values(inner: TorchInner | EstimatorInner, fits: list, flat: Flat,
     return values
 
 
-def distill(ctx: RunContext) -> Distilled:
-    """``optimize.iterations`` zero-order steps from the initial synthetic set."""
-    p, opt = ctx.problem, ctx.problem.optimize
-    synthetic = SyntheticSet.create(p, ctx.data, ctx.generator)
-    flat = Flat(synthetic)
+def setup(ctx: RunContext) -> tuple[SyntheticSet, Flat, RiskMeasure, TorchInner | EstimatorInner]:
+    """D̂ (and its flat view S), the risk and the inner procedure a run steps with."""
+    p = ctx.problem
+    synthetic = SyntheticSet.create(p, ctx.data, ctx.generator, ctx.dtype)
     risk = RISKS.build(p.risk)
     objective = Objective(ctx, risk, synthetic.strata)
     inner = (TorchInner if ctx.analysis.has("train:differentiable") else EstimatorInner)(ctx, objective)
+    return synthetic, Flat(synthetic), risk, inner
+
+
+def estimated(ctx: RunContext, values: Values, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ĝ, the evaluated values) at the flat ``point``: ``optimize.samples`` directions from the run's generator."""
+    opt = ctx.problem.optimize
+    v = zero_order.directions(opt.directions, opt.samples, len(point), ctx.generator, point.dtype)
+    return zero_order.estimate(values, point, v.to(ctx.device), opt.sigma, opt.estimator, opt.shaping)
+
+
+def outer_gradient(ctx: RunContext) -> OuterGradient:
+    """The first step's objective L(S) (its scenarios drawn once, as a step's evaluations share them) and the
+    estimate ĝ of its gradient (:func:`estimated`, stochastic: its mean is ∇L_σ); every evaluation replays the same
+    draws (the directions included)."""
+    synthetic, flat, risk, inner = setup(ctx)
+    values = objective_values(inner, inner.draw(0, synthetic), flat, risk)
+    replay, names = ctx.replay(), list(synthetic.tensors)
+
+    def point(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([tensors[name].reshape(-1) for name in names])
+
+    def objective(tensors: dict[str, torch.Tensor]) -> float:
+        with replay():
+            return float(values(point(tensors)[None])[0])
+
+    def gradient(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with replay():
+            g, _ = estimated(ctx, values, point(tensors))
+        return {name: part.reshape(tensors[name].shape) for name, part in zip(names, g.split(flat.sizes))}
+
+    shaping = ctx.problem.optimize.shaping
+    why = "" if shaping == "none" else f"fitness shaping `{shaping}` estimates the gradient of a rank transform of L"
+    if not ctx.analysis.has("train:differentiable"):
+        why = (f"the inner procedure `{ctx.analysis.kind('train')}` is a library fit, so L is piecewise constant: only "
+               "its Gaussian smoothing L_σ has a gradient")
+    start = {name: t.detach().clone() for name, t in synthetic.tensors.items()}
+    return OuterGradient(start, objective, gradient, stochastic=True, samples=ctx.problem.optimize.samples,
+                         approximation=why)
+
+
+def distill(ctx: RunContext) -> Distilled:
+    """``optimize.iterations`` zero-order steps from the initial synthetic set."""
+    p, opt = ctx.problem, ctx.problem.optimize
+    synthetic, flat, risk, inner = setup(ctx)
     fix = f"lower optimize.lr (now {opt.lr:g}) or optimize.sigma (now {opt.sigma:g})"
     step, loop = ctx.outer(synthetic.tensors, f"zero-order ({opt.estimator}, M = {opt.samples})", fix)
     per_step = opt.per_step() * p.scenarios.inits
     for it in loop:
         values = objective_values(inner, inner.draw(it, synthetic), flat, risk)
-        v = zero_order.directions(opt.directions, opt.samples, flat.dim, ctx.generator, synthetic.z.dtype)
-        g, evaluated = zero_order.estimate(values, flat.vector(), v.to(ctx.device), opt.sigma, opt.estimator,
-                                           opt.shaping)
+        g, evaluated = estimated(ctx, values, flat.vector())
         flat.set_grad(g)
         step.step()
         if opt.bounds is not None:

@@ -9,6 +9,15 @@ import torch
 from ddspec.components.objectives.targets import ClassTargets, RealTargets, Targets
 
 
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of N x C x ... inputs (per feature for N x D), shaped to
+    broadcast over one sample; a zero std becomes 1."""
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims, keepdim=True)[0]
+    std = x.std(dims, keepdim=True, unbiased=False)[0]
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Real data in its own units: ``x_*`` float32 N x (per-sample shape); ``y_*`` int64 class indices
@@ -43,6 +52,10 @@ class Dataset:
         if self.num_classes == 0:
             return [torch.arange(len(self.y_train), device=self.y_train.device)]
         return [torch.nonzero(self.y_train == c).flatten() for c in range(self.num_classes)]
+
+    def input_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ) the synthetic inputs are held standardized with: :func:`channel_stats` of the training inputs."""
+        return channel_stats(self.x_train)
 
     def global_std(self) -> float:
         """σ, the population standard deviation of every value of the training inputs: the unit of input-space

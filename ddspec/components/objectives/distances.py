@@ -14,8 +14,9 @@ with it) and return the behaviour objects the matching backend calls:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -83,15 +84,75 @@ def mmd2(f_real: torch.Tensor, f_syn: torch.Tensor, bandwidths: Sequence[float] 
     """
     x, y = f_real.flatten(1), f_syn.flatten(1)
     if bandwidths is None:
-        sigma = median_bandwidths(torch.cat([x, y]))
-    else:
-        sigma = torch.tensor(list(bandwidths), dtype=x.dtype, device=x.device)
+        return rbf_mmd2(x, y, median_bandwidths(torch.cat([x, y])))
+    return rbf_mmd2(x, y, torch.tensor(list(bandwidths), dtype=x.dtype, device=x.device))
+
+
+def rbf_mmd2(x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """:func:`mmd2` of the rows of ``x`` and ``y`` with the bandwidths ``sigma`` (a 1-D tensor)."""
     inv = 1 / (2 * sigma.pow(2))
 
     def kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.exp(-_sq_dists(a, b)[..., None] * inv).sum(-1).mean()
 
     return kernel_mean(x, x) + kernel_mean(y, y) - 2 * kernel_mean(x, y)
+
+
+#: A factory of context managers (``with block(): ...``).
+Block = Callable[[], AbstractContextManager[None]]
+
+
+class HoldsApproximation:
+    """A built distance whose gradient holds a quantity of its value constant, as its spec's ``approximation()``
+    states (MMD's median bandwidth). :meth:`hold` returns a factory of blocks: inside the first block the held
+    quantities are computed as usual and recorded, call by call; inside every later block the calls reuse them
+    in the same order, so that the distance is the function whose exact gradient the backend steps along
+    (:func:`ddspec.testing.check_hypergradient` checks it against finite differences of that function)."""
+
+    def hold(self) -> Block:
+        raise NotImplementedError
+
+
+@dataclass
+class MMD(HoldsApproximation):
+    """The embedding surrogate of ``mmd``: :func:`mmd2` of one class's features with fixed ``bandwidths``
+    (None: the median heuristic, detached, so its gradient holds the bandwidths constant)."""
+
+    bandwidths: tuple[float, ...] | None = None
+    #: How σ is found from the rows of X ∪ Y when ``bandwidths`` is None (replaced inside :meth:`hold` blocks).
+    median: Callable[[torch.Tensor], torch.Tensor] = field(default=median_bandwidths, repr=False, compare=False)
+
+    def __call__(self, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
+        if self.bandwidths is not None:
+            return mmd2(f_real, f_syn, self.bandwidths)
+        x, y = f_real.flatten(1), f_syn.flatten(1)
+        return rbf_mmd2(x, y, self.median(torch.cat([x, y])))
+
+    def hold(self) -> Block:
+        """Blocks inside which the median bandwidths are those of the first block's calls (:class:`HoldsApproximation`)."""
+        recorded: list[torch.Tensor] = []
+
+        @contextmanager
+        def block() -> Iterator[None]:
+            replay = iter(list(recorded)) if recorded else None
+
+            def median(z: torch.Tensor) -> torch.Tensor:
+                if replay is None:
+                    recorded.append(median_bandwidths(z))
+                    return recorded[-1]
+                found = next(replay, None)
+                if found is None:
+                    raise RuntimeError(f"MMD called more often than the {len(recorded)} times of the block that "
+                                       "recorded the held bandwidths")
+                return found
+
+            self.median = median
+            try:
+                yield
+            finally:
+                self.median = median_bandwidths
+
+        return block
 
 
 @dataclass(frozen=True)
@@ -110,17 +171,6 @@ class FeatureMean:
 
     def __call__(self, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
         return feature_mean(f_real, f_syn)
-
-
-@dataclass(frozen=True)
-class MMD:
-    """The embedding surrogate of ``mmd``: :func:`mmd2` of one class's features with fixed ``bandwidths``
-    (None: the median heuristic)."""
-
-    bandwidths: tuple[float, ...] | None = None
-
-    def __call__(self, f_real: torch.Tensor, f_syn: torch.Tensor) -> torch.Tensor:
-        return mmd2(f_real, f_syn, self.bandwidths)
 
 
 def build_gradient_match(spec: Any, ctx: Any) -> GradientMatch:

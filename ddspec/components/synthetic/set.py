@@ -1,8 +1,8 @@
 """D̂, the synthetic set: the one object that owns its learnable tensors, for every backend.
 
 - Inputs of any per-sample shape, held standardized for first-order outer optimizers: x = μ + σ·z,
-  μ and σ the per-channel mean and (population) std of the real training inputs (per feature for N x D
-  data), so reference learning rates set on normalized data carry over to data in any units (an SGD step
+  (μ, σ) = ``data.input_stats()``: the per-channel mean and (population) std of the real training inputs (per
+  feature for N x D data; a PDE's collocation box: its centre and a uniform draw's std), so reference learning rates set on normalized data carry over to data in any units (an SGD step
   of lr on z is a step of lr·σ² on x).
 - Targets of the data's kind (:mod:`ddspec.components.objectives.targets`):
   class labels, fixed (int64) or learned as soft labels — ``labels="logits"``: logits ℓ with
@@ -44,15 +44,6 @@ def label_logits(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(y, num_classes).float() * label_scale(num_classes)
 
 
-def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (population) std of N x C x ... inputs (per feature for N x D), shaped to
-    broadcast over one sample; a zero std becomes 1."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dims, keepdim=True)[0]
-    std = x.std(dims, keepdim=True, unbiased=False)[0]
-    return mean, torch.where(std > 0, std, torch.ones_like(std))
-
-
 @dataclass
 class SyntheticSet:
     """The synthetic set: standardized inputs ``z`` (a leaf), the fixed targets ``y`` (class indices or real
@@ -79,7 +70,7 @@ class SyntheticSet:
                     dtype: torch.dtype = torch.float32, labels: LabelForm = "logits") -> SyntheticSet:
         """A synthetic set starting at (x, y), stratum-major. The data's targets decide what y is: class
         indices (``data.num_classes`` > 0), or real-valued rows, always learned as rows."""
-        mean, std = channel_stats(data.x_train)
+        mean, std = data.input_stats()
         mean, std = mean.to(dtype), std.to(dtype)
         classes = data.num_classes > 0
         form: LabelForm = labels if classes else "rows"

@@ -1,0 +1,1 @@
+"""PDE problems, random-feature and MLP PINNs, collocation samplers."""
