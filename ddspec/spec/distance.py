@@ -62,6 +62,9 @@ class DistanceBase(SpecModel):
         return ""
 
 
+DISTANCES.base = DistanceBase
+
+
 class MatchingDistance(DistanceBase):
     """Base of the surrogates the matching backend runs: the defaults it resolves for them. Subclass it (with a
     ``kind: Literal[...]`` field) to add a matching distance; register it with capabilities ``surrogate`` and

@@ -27,6 +27,7 @@ from ddspec.errors import Finding
 from ddspec.registry import DATA, DISTANCES, METRICS, MODELS, PDE_PROBLEMS, TASKS, TRAIN, Registry
 from ddspec.spec.base import NonNegativeInt, PositiveFloat, PositiveInt, SpecModel
 from ddspec.spec.data import DataBase, DataInfo
+from ddspec.spec.distance import DistanceBase
 from ddspec.spec.evaluate import MetricSpec
 from ddspec.spec.model import ModelBase
 from ddspec.spec.task import TaskBase
@@ -205,7 +206,7 @@ class PdeSolutionTask(TaskBase):
 
 
 @DISTANCES.register(builder="ddspec.components.pde.objective:relative_l2", capabilities=("fields",))
-class RelativeL2Distance(SpecModel):
+class RelativeL2Distance(DistanceBase):
     """relL2(u, v) = ‖u − v‖₂ / ‖v‖₂ over the points of a field (v the reference)."""
 
     kind: Literal["relative_l2"] = "relative_l2"
