@@ -221,7 +221,7 @@ def time_step(spec: dict, batched: bool, tmp: Path, repeats: int = 3) -> float:
     objective = Objective(ctx, risk, synthetic.strata)
     inner = (TorchInner if plan.analysis.has("train:differentiable") else EstimatorInner)(ctx, objective)
     inner.batched = batched
-    values = objective_values(inner, inner.draw(0, synthetic), flat, risk)
+    values = objective_values(ctx, inner, inner.draw(0, synthetic), flat, risk)
     v = zero_order.directions("gaussian", 32, flat.dim, ctx.generator, synthetic.z.dtype)
     points = zero_order.perturbations(flat.vector(), v, 0.1, "antithetic")
     assert points.shape[0] == 64

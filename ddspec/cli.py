@@ -4,6 +4,10 @@ Exit codes: 0 success; 2 invalid spec, data or arguments (the message names the 
 no traceback); 1 the run failed (divergence, a solver, I/O, interrupted — resumable with ``--resume``;
 an unexpected exception is reported as ``INTERNAL``), or a plugin failed to load (``PLUGIN_FAILED``, any
 command). ``--debug`` adds the traceback.
+
+Under torchrun (docs/distributed.md) rank 0 prints the results and the errors; another rank prints an error of
+its own, prefixed ``[rank r]``, but not a spec error (every rank finds the same one) nor ``RANK_FAILED`` (its
+failure already reported to rank 0).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ddspec.errors import DDSpecError, SpecError, format_traceback, internal_error
+from ddspec.errors import DDSpecError, RankFailed, SpecError, format_traceback, internal_error
+from ddspec.spec.distributed import launched_rank
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +52,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     plan = _plan(args)
+    plan.ranks = args.ranks
     print(json.dumps(plan.to_json(), indent=2) if args.json else plan.explain())
     return 0
 
@@ -57,15 +63,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     out = Path(args.out) if args.out is not None else default_out(plan.problem)
     result = run_plan(plan, out, resume=args.resume, overwrite=args.overwrite)
-    _print_metrics(result.metrics)
-    print(f"artifacts: {result.out}  (report: {result.out / 'report.html'})")
+    if launched_rank() == 0:
+        _print_metrics(result.metrics)
+        print(f"artifacts: {result.out}  (report: {result.out / 'report.html'})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddspec.runtime.runner import reevaluate
 
-    _print_metrics(reevaluate(Path(args.dir), args.overrides))
+    metrics = reevaluate(Path(args.dir), args.overrides)
+    if launched_rank() == 0:
+        _print_metrics(metrics)
     return 0
 
 
@@ -144,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
             _spec_args(p)
         if name == "explain":
             p.add_argument("--json", action="store_true", help="print the plan as JSON")
+            p.add_argument("--ranks", type=int, default=None, metavar="N",
+                           help="show the split across N torchrun ranks (default: WORLD_SIZE, else 1)")
         if name == "run":
             p.add_argument("--out", help="output folder for the artifacts (default: runs/<name of the spec>)")
             p.add_argument("--resume", action="store_true", help="continue an interrupted run in the output folder")
@@ -168,9 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - the boundary: every error becomes findings with a code and a fix
         error = exc if isinstance(exc, DDSpecError) else internal_error(exc)
-        if args.debug:
-            print(format_traceback(exc), file=sys.stderr)
-        print(error.render(), file=sys.stderr)
+        rank = launched_rank()
+        if rank == 0 or not isinstance(error, (SpecError, RankFailed)):
+            if args.debug:
+                print(format_traceback(exc), file=sys.stderr)
+            print(("" if rank == 0 else f"[rank {rank}] ") + error.render(), file=sys.stderr)
         return 2 if isinstance(error, SpecError) else 1
 
 

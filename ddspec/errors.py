@@ -84,6 +84,10 @@ class RunError(DDSpecError):
     """A run failed after it started (I/O, device, interrupted)."""
 
 
+class RankFailed(RunError):
+    """Under torchrun, another rank failed: its findings are quoted (what every rank but the failing one raises)."""
+
+
 class DivergenceError(RunError):
     """A loss or the synthetic data became NaN/inf."""
 

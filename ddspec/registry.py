@@ -46,6 +46,8 @@ BUILTIN_BACKENDS = (
     "ddspec.backends.coreset",
     "ddspec.backends.zero_order",
     "ddspec.backends.collocation",
+    "ddspec.backends.milp",
+    "ddspec.backends.survival",
 )
 
 #: The entry-point group read for plugins (``[project.entry-points."ddspec.plugins"]``).
@@ -195,12 +197,14 @@ FEATURES = Registry("features")
 REGULARIZERS = Registry("regularizer")
 #: The PDE of data ``pde`` with its boundary-condition family (nested in data ``pde`` as ``data.problem``).
 PDE_PROBLEMS = Registry("pde_problem")
+#: The analyses of a survival table D̂ must reproduce (nested in task ``survival_analyses`` as ``task.analyses``).
+SURVIVAL_ANALYSES = Registry("survival_analysis")
 
 #: Every kind registry by axis name (backends are in :data:`BACKENDS`).
 REGISTRIES: dict[str, Registry] = {
     r.axis: r for r in (
         DATA, MODELS, TRAIN, TASKS, DISTANCES, RISKS, OPTIMIZERS, METRICS, CORRUPTIONS, HYPERGRADIENTS, GROUPS, FEATURES,
-        REGULARIZERS, PDE_PROBLEMS,
+        REGULARIZERS, PDE_PROBLEMS, SURVIVAL_ANALYSES,
     )
 }
 

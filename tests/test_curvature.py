@@ -269,7 +269,7 @@ def test_fraction_hypergradient_engines_agree_on_the_same_draws(float64: None) -
 
 def test_fraction_under_vmap_shares_the_rows_across_perturbations(float64: None) -> None:
     """The zero-order backend's vmapped evaluations (randomness "same") equal its loop from one RNG state."""
-    from ddspec.backends.zero_order.run import looped, trained_outputs
+    from ddspec.backends.zero_order.run import Fit, looped, trained_outputs
 
     net = mlp(9)
     params0 = [p.detach() for p in net.parameters()]
@@ -284,11 +284,11 @@ def test_fraction_under_vmap_shares_the_rows_across_perturbations(float64: None)
     x, t = torch.randn(3, 6, 5, dtype=torch.float64), torch.arange(6) % 3
     torch.manual_seed(4)
     batched = torch.func.vmap(lambda xe: fit(xe, t), randomness="same", chunk_size=2)(x)
-    state = torch.get_rng_state()
     torch.manual_seed(4)
-    one_by_one = looped([fit], x, None, t)[0]
+    before = torch.get_rng_state()
+    one_by_one = looped([Fit(fit, before)], x, None, t)[0]
     torch.testing.assert_close(batched, one_by_one, rtol=1e-10, atol=1e-12)
-    assert torch.equal(state, torch.get_rng_state())
+    assert torch.equal(before, torch.get_rng_state())  # every evaluation starts from the scenario's state, in a fork
 
 
 # ---- the spec ---------------------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_evaluations_of_one_step_share_the_scenarios(zo_spec, tmp_path, inner) -
     evaluator = (TorchInner if inner == "torch" else EstimatorInner)(ctx, objective)
     s = flat.vector()
     points = torch.stack([s, s + 1e-7 * torch.randn(s.shape, generator=torch.Generator().manual_seed(1))])
-    within = [objective_values(evaluator, evaluator.draw(it, synthetic), flat, risk)(points) for it in range(3)]
+    within = [objective_values(ctx, evaluator, evaluator.draw(it, synthetic), flat, risk)(points) for it in range(3)]
     step_to_step = max(abs(float(w[0] - within[0][0])) for w in within[1:])
     assert all(abs(float(w[1] - w[0])) < 1e-4 for w in within) and step_to_step > 1e-3
 

@@ -125,6 +125,10 @@ class Backend:
     name: str = ""
     summary: str = ""
     preference: int = 100
+    #: Why this backend computes on the CPU whatever ``runtime.device`` says ("" when it runs on CUDA too):
+    #: ``compile`` then resolves ``runtime.device: auto`` to cpu (``explain`` says why) and refuses cuda
+    #: (DEVICE_CPU_ONLY).
+    cpu_only: str = ""
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
         """(True, why) if this backend can run the problem, else (False, the reason it cannot)."""
@@ -137,6 +141,11 @@ class Backend:
     def estimate(self, analysis: Analysis) -> Estimate:
         """Memory and time estimate for ``explain``."""
         raise NotImplementedError
+
+    def parallel(self, analysis: Analysis) -> tuple[str, int] | None:
+        """The units this backend splits across torchrun's ranks, (name, count per outer iteration), or None when
+        every rank runs the whole distillation (the evaluation is split either way; docs/distributed.md)."""
+        return None
 
     def run(self, ctx: RunContext) -> Distilled:
         """Distill; use ``ctx.outer``/``ctx.loop`` for iterations (progress, checkpoints, resume, divergence).

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from ddspec.analysis.facts import Analysis, analyse
 from ddspec.analysis.rules import check
 from ddspec.errors import BackendUnavailableError, Finding, SpecError, WellPosednessError
-from ddspec.registry import TRAIN, load_backends
+from ddspec.registry import MODELS, TRAIN, load_backends
+from ddspec.spec.distributed import launched_world
 from ddspec.spec.model import default_model
 
 if TYPE_CHECKING:
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 #: How ``explain`` names the synthetic targets: (data targets, synthetic.learn_labels) → words.
 LABELS = {("classes", False): "fixed labels", ("classes", True): "learned soft labels",
           ("real", False): "fixed targets", ("real", True): "learned targets",
-          ("field", False): "no targets (collocation points)", ("field", True): "no targets (collocation points)"}
+          ("field", False): "no targets (collocation points)", ("field", True): "no targets (collocation points)",
+          ("survival", False): "(time, event) learned with the covariates",
+          ("survival", True): "(time, event) learned with the covariates"}
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Plan:
     defaults: dict[str, Any]
     notes: list[Finding]
     estimate: Estimate
+    #: The torchrun ranks ``explain`` shows the split for (None: ``WORLD_SIZE``, else 1).
+    ranks: int | None = None
 
     def explain(self) -> str:
         """A human-readable account of the plan (what ``ddspec explain`` prints)."""
@@ -69,12 +74,18 @@ class Plan:
             recipe = "fitted in closed form"
         elif estimator:
             recipe = "fitted by the library with random_state = seed"
+        elif all(MODELS.has(m, "categorical") for m in ev.models or [p.model]):
+            recipe = "fitted by scikit-learn to the records' codes (random_state = seed)"
         lines.append(
             f"  evaluate    {models} x seeds {ev.seeds}: {recipe}, "
             f"metrics {', '.join(m.kind for m in ev.metric_specs(info.targets))}"
             + (f", corruptions {', '.join(c.kind for c in ev.corruptions)}" if ev.corruptions else "")
             + (f", baselines {', '.join(ev.baselines)} (same protocol)" if ev.baselines else "")
         )
+        world = self.ranks or launched_world()
+        runs = (len(ev.models) or 1) * len(ev.seeds)
+        units = load_backends()[self.backend].parallel(self.analysis)
+        lines.append(f"  ranks       {p.runtime.distributed.describe(world, units, runs)}")
         return "\n".join(lines)
 
     def _objective(self) -> str:
@@ -129,14 +140,28 @@ def compile(problem: Any) -> Plan:
         raise WellPosednessError(errors)
     backend, reason, rejected = _choose(analysis)
     chosen = {k: v for k, v in backend.resolve(analysis).items() if _get(problem, k) is None}
+    placed = _cpu_only(problem, backend)
+    if placed:
+        chosen["runtime.device"] = "cpu"
     if chosen:
         problem = _with(problem, chosen)
         analysis = analyse(problem)
         defaults.update(chosen)
-    notes = [f for f in findings if f.severity != "error"]
+    notes = [f for f in findings if f.severity != "error"] + placed
     estimate = backend.estimate(analysis)
     notes += _memory_findings(estimate, problem.runtime.device)
     return Plan(problem, analysis, backend.name, reason, rejected, defaults, notes, estimate)
+
+
+def _cpu_only(problem: Any, backend: Backend) -> list[Finding]:
+    """For a backend that computes on the CPU only (``Backend.cpu_only``): with ``runtime.device: auto`` a note that
+    the run is on the CPU and why (the caller resolves the device to cpu); ``cuda`` is a SpecError DEVICE_CPU_ONLY."""
+    if not backend.cpu_only or problem.runtime.device == "cpu":
+        return []
+    if problem.runtime.device == "cuda":
+        raise SpecError.one("DEVICE_CPU_ONLY", "runtime.device", f"backend `{backend.name}` has no CUDA path: "
+                            f"{backend.cpu_only}", "set runtime.device: cpu (or auto, which runs it on the CPU)")
+    return [Finding("DEVICE_CPU_ONLY", "runtime.device", f"runs on the CPU: {backend.cpu_only}", severity="note")]
 
 
 def _memory_findings(estimate: Estimate, device: str) -> list[Finding]:

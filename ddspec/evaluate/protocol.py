@@ -15,6 +15,10 @@ A physics-informed model family (model capability ``physics_informed``: a PINN o
 label-free points by the PDE residual instead (:func:`ddspec.evaluate.pde.fit_pinn`) and is scored by relL2 per
 held-out boundary condition.
 
+A categorical model family (model capability ``categorical``: naive Bayes, one-hot logistic regression, a decision
+tree on data ``bayes_net`` or ``categorical_csv``) is fitted by scikit-learn to D̂'s codes (the tree with
+``random_state = seed``; :mod:`ddspec.components.categorical.classifiers`), no epochs.
+
 A train kind with capability ``estimator`` (``train: sklearn``) is the model family itself: without
 ``evaluate.models``, each seed fits it to (x, y) with ``random_state = seed`` (no epochs, no augmentation) and
 the fitted estimator is scored like a network; the recorded model is the train spec, so its ``per_model``
@@ -24,7 +28,9 @@ The baselines (``evaluate.baselines``) go through the same protocol with other t
 draws, for each seed, as many real training rows per stratum as D̂ has (a generator seeded with the
 seed); ``full`` is the whole real training set, cached (:mod:`ddspec.evaluate.baselines`).
 
-Figures are summarized as mean, std and the raw values, ordered model-major then seed; a metric's nested
+Under torchrun (``ranks``) the (model, seed) runs are split across the ranks and gathered back in that order: each
+run depends on its seed alone, so the figures equal one process's. Figures are summarized as mean, std and the raw
+values, ordered model-major then seed; a metric's nested
 figures (:class:`~ddspec.evaluate.metrics.Scored`) leaf by leaf in the same way, inside the metric's entry. std is the
 sample standard deviation (ddof = 1) when there are at least two values, else 0.0.
 """
@@ -35,7 +41,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -46,6 +52,9 @@ from ddspec.errors import RunError, SpecError
 from ddspec.evaluate.metrics import Figures, Metric
 from ddspec.registry import CORRUPTIONS, METRICS, MODELS, TRAIN
 from ddspec.spec.evaluate import primary_metric
+
+if TYPE_CHECKING:
+    from ddspec.runtime.distributed import Ranks
 
 CORRUPTION_SEED = 0
 PREDICT_BATCH = 1024
@@ -72,8 +81,9 @@ class Protocol:
     """``problem.evaluate`` bound to the data: the models, the metric objects, the augmentation and the
     corrupted test sets, ready to measure any training set."""
 
-    def __init__(self, problem: Any, data: Dataset, device: torch.device | str, progress: bool = True) -> None:
-        self.problem, self.data, self.device, self.progress = problem, data, device, progress
+    def __init__(self, problem: Any, data: Dataset, device: torch.device | str, progress: bool = True,
+                 ranks: Ranks | None = None) -> None:
+        self.problem, self.data, self.device, self.progress, self.ranks = problem, data, device, progress, ranks
         self.ev = problem.evaluate
         self.models = resolved_models(problem)
         estimator = _estimator(problem)
@@ -86,12 +96,20 @@ class Protocol:
         self.test_sets = {c.kind: _corrupt(c, data) for c in self.ev.corruptions}
 
     def measure(self, training: TrainingSets, desc: str) -> list[_Run]:
-        """Train and score every (model, seed), the training set of each seed from ``training``."""
+        """Train and score every (model, seed), the training set of each seed from ``training``; under torchrun
+        this rank's share of them, then every rank's runs gathered in order."""
+        pairs = list(itertools.product(range(len(self.models)), self.ev.seeds))
+        if self.ranks is not None:
+            ranks, mine = self.ranks, [pairs[i] for i in self.ranks.mine(len(pairs))]
+            return ranks.gather_objects(ranks.agree(lambda: self._measure(training, desc, mine), desc),
+                                        len(pairs), desc)
+        return self._measure(training, desc, pairs)
+
+    def _measure(self, training: TrainingSets, desc: str, pairs: list[tuple[int, int]]) -> list[_Run]:
         from tqdm.auto import tqdm
 
         runs: list[_Run] = []
-        bar = tqdm(list(itertools.product(range(len(self.models)), self.ev.seeds)), desc=desc,
-                   disable=not self.progress)
+        bar = tqdm(pairs, desc=desc, disable=not self.progress)
         for index, seed in bar:
             x, y = training(seed)
             spec = self.models[index]
@@ -99,6 +117,8 @@ class Protocol:
                 model = self.estimator.fit(x, _targets(y, self.data), seed)
             elif "closed_form" in MODELS[spec.kind].capabilities:
                 model = _fit_closed_form(spec, x, y, self.data, self.problem)
+            elif "categorical" in MODELS[spec.kind].capabilities:
+                model = MODELS.build(spec, self.data).fit(x, _targets(y, self.data), seed)
             elif "physics_informed" in MODELS[spec.kind].capabilities:
                 from ddspec.evaluate.pde import fit_pinn
 
@@ -156,16 +176,17 @@ class Protocol:
 
 
 def evaluate_distilled(
-    x: torch.Tensor, y: torch.Tensor, data: Dataset, problem: Any, device: torch.device | str, progress: bool = True
+    x: torch.Tensor, y: torch.Tensor, data: Dataset, problem: Any, device: torch.device | str, progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> dict[str, Any]:
     """Run the protocol of ``problem.evaluate`` on the distilled set (x, y), then on its baselines; return
     the JSON-ready figures: ``{metric: {mean, std, values, <params>}, "corruptions": {kind: {mean, std,
     values, metric, <params>}}, "per_model": {"<i>:<kind>": {...}}, "protocol": {...}, "seeds": [...],
     "std_ddof": 1}`` and, with baselines, ``"baselines": {name: {metric: {mean, std, values}, "corruptions":
-    {...}}}``."""
+    {...}}}``. Under torchrun the runs are split across ``ranks``."""
     from ddspec.evaluate.baselines import measure_baseline
 
-    protocol = Protocol(problem, data, device, progress)
+    protocol = Protocol(problem, data, device, progress, ranks)
     runs = protocol.measure(lambda seed: (x, y), "evaluate")
     result = {
         **protocol.summary(runs, details=True),

@@ -9,8 +9,8 @@ from typing import Any
 from ddspec.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
-    "ADVERSARIAL_PNG", "CHECKPOINT", "DISTILLED", "FIELD_ERRORS_PNG", "FIGURES", "HISTORY", "LOSS_PNG", "METRICS", "PLAN", "REPORT", "ROBUSTNESS_PNG",
-    "SAMPLES_PNG", "SPEC", "WORST_FIELD_PNG", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_distilled",
+    "ADVERSARIAL_PNG", "BACKEND_FILES", "CHECKPOINT", "DISTILLED", "FIELD_ERRORS_PNG", "FIGURES", "HISTORY", "KM_CURVES_PNG", "LOSS_PNG", "METRICS", "PLAN", "RECORDS", "REPORT", "ROBUSTNESS_PNG",
+    "SAMPLES_PNG", "SOLVE", "SPEC", "WORST_FIELD_PNG", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_distilled",
     "read_json", "save_distilled",
 ]
 
@@ -28,7 +28,13 @@ ROBUSTNESS_PNG = "robustness.png"
 ADVERSARIAL_PNG = "adversarial.png"
 FIELD_ERRORS_PNG = "field_errors.png"
 WORST_FIELD_PNG = "worst_field.png"
-FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG, ADVERSARIAL_PNG, FIELD_ERRORS_PNG, WORST_FIELD_PNG)
+KM_CURVES_PNG = "km_curves.png"
+FIGURES = (SAMPLES_PNG, LOSS_PNG, ROBUSTNESS_PNG, ADVERSARIAL_PNG, FIELD_ERRORS_PNG, WORST_FIELD_PNG, KM_CURVES_PNG)
+#: Files a backend writes beside the distilled tensors: the milp backend's records with their category names, and
+#: its solve report (route, candidates' objectives, the solver's bound and gap).
+RECORDS = "records.csv"
+SOLVE = "solve.json"
+BACKEND_FILES = (RECORDS, SOLVE)
 
 
 def save_distilled(path: Path, x: Any, y: Any, extras: dict[str, Any] | None = None) -> None:

@@ -14,6 +14,7 @@ import torch
 from ddspec.components.training.optimizers import lr_scheduler, make_optimizer
 from ddspec.registry import MODELS
 from ddspec.runtime.artifacts import CHECKPOINT
+from ddspec.runtime.distributed import Ranks
 from ddspec.runtime.loop import Loop
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ class RunContext:
 
     ``dtype``: what the learned synthetic tensors are computed in (float32; float64 for the gradient checks of
     :func:`ddspec.testing.check_hypergradient`).
+
+    ``ranks``: the processes of a run launched by torchrun (:mod:`ddspec.runtime.distributed`; one process by
+    default). A backend that splits its scenarios across them draws each scenario's randomness inside
+    :meth:`scenario`, never from ``generator`` or the global RNG directly, so the split changes no draw.
     """
 
     problem: Any
@@ -46,18 +51,21 @@ class RunContext:
     loops: list[Loop] = field(default_factory=list)
     prepare_seconds: float = 0.0
     dtype: torch.dtype = torch.float32
+    ranks: Ranks = field(default_factory=Ranks)
 
     @classmethod
     def start(cls, problem: Any, analysis: Analysis, out: Path, *, resume: bool = False,
-              dtype: torch.dtype = torch.float32) -> RunContext:
+              dtype: torch.dtype = torch.float32, ranks: Ranks | None = None) -> RunContext:
         """The context of a run of ``problem`` into ``out``: the device of ``runtime.device``, every RNG seeded from
         ``runtime.seed`` (:func:`~ddspec.runtime.device.seed_everything`, which also sets the threads), and the
         data loaded, checked and moved to the device; with a ``dtype`` other than float32 (the float64 gradient
-        checks) the data's floating tensors and the learned synthetic tensors are in ``dtype``."""
+        checks) the data's floating tensors and the learned synthetic tensors are in ``dtype``; under torchrun
+        (``ranks``) each rank on its own GPU."""
         from ddspec.components.data import load_dataset
         from ddspec.runtime import device as devices
 
-        device = devices.select_device(problem.runtime.device)
+        ranks = ranks or Ranks()
+        device = ranks.device(devices.select_device(problem.runtime.device))
         generator = devices.seed_everything(problem.runtime.seed, problem.runtime.threads)
         data = load_dataset(problem.data).to(device)
         if dtype != torch.float32:
@@ -66,7 +74,7 @@ class RunContext:
 
             data = replace(data, x_train=cast(data.x_train), y_train=cast(data.y_train), x_test=cast(data.x_test),
                            y_test=cast(data.y_test))
-        return cls(problem, analysis, data, device, out, resume=resume, generator=generator, dtype=dtype)
+        return cls(problem, analysis, data, device, out, resume=resume, generator=generator, dtype=dtype, ranks=ranks)
 
     def outer(self, tensors: dict[str, torch.Tensor], desc: str, fix: str, state: dict[str, Any] | None = None
               ) -> tuple[torch.optim.Optimizer, Loop]:
@@ -90,8 +98,8 @@ class RunContext:
         checkpoints save; ``after_each()`` runs after every iteration."""
         loop = Loop(
             self.out / CHECKPOINT, total, self.problem.runtime.checkpoint_every,
-            {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress,
-            resume=self.resume, fix=fix, after_each=after_each,
+            {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress and self.ranks.writer,
+            resume=self.resume, fix=fix, after_each=after_each, ranks=self.ranks,
         )
         self.loops.append(loop)
         return loop
@@ -115,6 +123,17 @@ class RunContext:
             yield
         return block
 
+    @contextmanager
+    def scenario(self, iteration: int, index: int) -> Iterator[torch.Generator]:
+        """Scenario ``index`` of outer iteration ``iteration``: inside the block the global torch RNGs (CPU, and the
+        CUDA device's) are seeded from (runtime.seed, iteration, index) and restored afterwards, and the yielded
+        generator is seeded the same way; so a scenario's draws (its initialisation, its mini-batches, a
+        regularizer's rows) depend on nothing else, whichever rank runs it."""
+        seed = scenario_seed(self.problem.runtime.seed, iteration, index)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield torch.Generator().manual_seed(seed)
+
     def new_model(self, spec: Any = None) -> torch.nn.Module:
         """A freshly initialised model (from the global torch RNG) of ``spec`` (default: the problem's)."""
         spec = spec if spec is not None else self.problem.model
@@ -134,7 +153,16 @@ class RunContext:
         """Training-set indices of ``per_stratum`` random real rows of every stratum (class), stratum by stratum."""
         return torch.cat([self.sample_real(idx, per_stratum) for idx in self.data.strata()])
 
-    def sample_real(self, indices: torch.Tensor, n: int) -> torch.Tensor:
-        """``n`` indices drawn without replacement from ``indices`` (all of them if fewer)."""
-        perm = torch.randperm(len(indices), generator=self.generator)[: min(n, len(indices))]
+    def sample_real(self, indices: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` indices drawn without replacement from ``indices`` (all of them if fewer), from ``generator``
+        (default: the run's)."""
+        perm = torch.randperm(len(indices), generator=generator or self.generator)[: min(n, len(indices))]
         return indices[perm.to(indices.device)]
+
+
+def scenario_seed(seed: int, iteration: int, index: int) -> int:
+    """A 63-bit seed mixed from (run seed, iteration, scenario index) by numpy's SeedSequence (distinct triples give
+    independent streams)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, iteration, index]).generate_state(1, np.uint64)[0] >> 1)

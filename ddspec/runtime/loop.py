@@ -9,6 +9,9 @@ State is a dict of named objects restored *in place*: tensors (copied into), obj
 ``state_dict``/``load_state_dict`` (optimizers, lr schedulers, modules) and ``torch.Generator``.
 ``after_each`` (e.g. an lr scheduler's ``step``) runs after every iteration, before its checkpoint. The global torch
 RNG, the history and the elapsed time are saved too, so a resumed run continues bit-for-bit.
+
+Under torchrun (``ranks``) every rank runs the loop in step: a stop request seen by any rank stops all of them
+after the same iteration, and rank 0 alone writes the checkpoint, after a barrier; every rank restores from it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 from ddspec.errors import DivergenceError, Finding, RunError
 from ddspec.runtime.artifacts import atomic_write_bytes
+from ddspec.runtime.distributed import Ranks
 
 
 def _snapshot(obj: Any) -> Any:
@@ -51,9 +55,10 @@ class Loop:
     def __init__(
         self, path: Path, total: int, every: int, state: dict[str, Any], *,
         desc: str = "distill", show: bool = True, resume: bool = False, fix: str = "",
-        after_each: Callable[[], object] | None = None,
+        after_each: Callable[[], object] | None = None, ranks: Ranks | None = None,
     ) -> None:
         self.path = Path(path)
+        self.ranks = ranks or Ranks()
         self.after_each = after_each
         self.total = total
         self.every = every
@@ -68,7 +73,11 @@ class Loop:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, iteration: int) -> None:
-        """Write the checkpoint for ``iteration`` completed iterations (atomically)."""
+        """Write the checkpoint for ``iteration`` completed iterations (atomically; rank 0 only, once every rank
+        has finished the iteration)."""
+        self.ranks.barrier(f"the checkpoint of iteration {iteration}")
+        if not self.ranks.writer:
+            return
         payload = {
             "iteration": iteration,
             "elapsed": self.elapsed,
@@ -120,6 +129,7 @@ class Loop:
                 if self.history and self.history[-1]["iteration"] == it:
                     bar.set_postfix(loss=f"{self.history[-1]['loss']:.4g}", refresh=False)
                 done = it + 1
+                self._stop = self.ranks.any(self._stop)
                 if self._stop or (done % self.every == 0 and done < self.total):
                     self.save(done)
                 if self._stop:

@@ -34,6 +34,7 @@ from ddspec.runtime.artifacts import (
     FIELD_ERRORS_PNG,
     FIGURES,
     HISTORY,
+    KM_CURVES_PNG,
     LOSS_PNG,
     METRICS,
     PLAN,
@@ -48,6 +49,7 @@ from ddspec.runtime.artifacts import (
     read_json,
 )
 from ddspec.runtime.report_fields import field_errors_figure, points_figure, worst_field_figure
+from ddspec.runtime.report_survival import km_curves_figure
 from ddspec.spec.evaluate import is_fraction
 
 MAX_CLASSES = 20
@@ -79,6 +81,7 @@ def write_report(out_dir: Path) -> Path:
         ADVERSARIAL_PNG: curves_png(metrics),
         FIELD_ERRORS_PNG: _optional_png(field_errors_figure(metrics, spec)),
         WORST_FIELD_PNG: _optional_png(worst_field_figure(metrics, spec)),
+        KM_CURVES_PNG: _optional_png(km_curves_figure(metrics)),
     }
     figures = {name: png for name, png in figures.items() if png is not None}
     for name, png in figures.items():
@@ -454,7 +457,8 @@ def render_html(
         *(f"<h2>{title}</h2>" + _img(key, figures[key]) for key, title in
           ((ROBUSTNESS_PNG, "Clean and corrupted test sets"), (ADVERSARIAL_PNG, "Robust accuracy vs ε"),
            (FIELD_ERRORS_PNG, "relL2 per held-out boundary condition"),
-           (WORST_FIELD_PNG, "Error field of the worst boundary condition"), (LOSS_PNG, "Loss")) if key in figures),
+           (WORST_FIELD_PNG, "Error field of the worst boundary condition"),
+           (KM_CURVES_PNG, "Kaplan–Meier curves: real, distilled, random subsets"), (LOSS_PNG, "Loss")) if key in figures),
         "<h2>Plan</h2>" + _pre(plan_text),
         "<h2>Resolved spec</h2>" + _pre(spec_text or "(no spec.yaml)"),
     ]

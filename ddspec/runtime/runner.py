@@ -4,6 +4,10 @@ Stages leave files behind, so a run killed at any point continues with ``resume=
 distillation from ``checkpoint.pt``; after it from ``distilled.safetensors``. Every failure inside a run
 is a :class:`~ddspec.errors.DDSpecError` (:func:`run_errors`); files are written atomically, so a failed
 run leaves whole files only.
+
+Under torchrun every rank runs this (:mod:`ddspec.runtime.distributed`): rank 0 alone prepares the folder and
+writes the artifacts, each write once every rank has agreed that the work before it succeeded; the other ranks
+read what it wrote (a checkpoint to resume from) only after that agreement.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ if TYPE_CHECKING:
     import torch
 
     from ddspec.compiler.plan import Plan
+    from ddspec.runtime.distributed import Ranks
 
 #: The files a run writes into its folder: what ``overwrite`` deletes, and what a new run deletes when an
 #: earlier one stopped before its first checkpoint (the teacher and expert caches of
 #: :mod:`ddspec.components.training.experts` and the report's figures included, so none is reused).
 ARTIFACTS = (art.CHECKPOINT, art.DISTILLED, art.HISTORY, art.METRICS, art.REPORT, *art.FIGURES, art.PLAN, art.SPEC,
-             TEACHER, EXPERTS)
+             *art.BACKEND_FILES, TEACHER, EXPERTS)
 
 
 @dataclass
@@ -131,18 +136,30 @@ def make_out(out: Path) -> None:
 
 def run_plan(plan: Plan, out: Path, resume: bool = False, overwrite: bool = False) -> Result:
     """Distill with the plan's backend, write artifacts, evaluate, write the report (see :func:`prepare_out`
-    for ``resume`` and ``overwrite``; failures as in :func:`run_errors`)."""
+    for ``resume`` and ``overwrite``; failures as in :func:`run_errors`). Under torchrun: the ranks join first
+    (refused when the backend's units would leave one idle), and rank 0 prepares the folder."""
+    from ddspec.runtime import distributed
+
     with run_errors():
-        make_out(out)
-        prepare_out(plan, out, resume, overwrite)
-        return _run(plan, out, resume)
+        ranks = distributed.start(plan.problem.runtime.distributed, plan.problem.runtime.device)
+        try:
+            ranks.check_units(load_backends()[plan.backend].parallel(plan.analysis))
+            ranks.agree(lambda: _prepare(plan, out, resume, overwrite) if ranks.writer else None, "preparing --out")
+            return _run(plan, out, resume, ranks)
+        finally:
+            ranks.close()
 
 
-def _run(plan: Plan, out: Path, resume: bool) -> Result:
+def _prepare(plan: Plan, out: Path, resume: bool, overwrite: bool) -> None:
+    make_out(out)
+    prepare_out(plan, out, resume, overwrite)
+
+
+def _run(plan: Plan, out: Path, resume: bool, ranks: Ranks) -> Result:
     from ddspec.runtime.context import RunContext
 
     problem = plan.problem
-    ctx = RunContext.start(problem, plan.analysis, out, resume=resume)
+    ctx = RunContext.start(problem, plan.analysis, out, resume=resume, ranks=ranks)
     data, device = ctx.data, ctx.device
     if (out / art.DISTILLED).exists():
         tensors = art.load_distilled(out / art.DISTILLED)
@@ -155,28 +172,38 @@ def _run(plan: Plan, out: Path, resume: bool) -> Result:
         seconds = looped if ctx.loops else time.perf_counter() - start
         x, y = distilled.x.detach().cpu(), distilled.y.detach().cpu()
         history = [row for loop in ctx.loops for row in loop.history]
-        art.atomic_write_json(out / art.HISTORY, {"distill_seconds": seconds, "prepare_seconds": ctx.prepare_seconds,
-                                                  "rows": history})
-        art.save_distilled(out / art.DISTILLED, x, y, distilled.extras)
-        (out / art.CHECKPOINT).unlink(missing_ok=True)
-    metrics = evaluate_into(out, plan.backend, problem, x, y, data, device, seconds)
+
+        def save() -> None:
+            art.atomic_write_json(out / art.HISTORY, {"distill_seconds": seconds,
+                                                      "prepare_seconds": ctx.prepare_seconds, "rows": history})
+            art.save_distilled(out / art.DISTILLED, x, y, distilled.extras)
+            (out / art.CHECKPOINT).unlink(missing_ok=True)
+        ranks.agree(lambda: save() if ranks.writer else None, "saving the distilled data")
+    metrics = evaluate_into(out, plan.backend, problem, x, y, data, device, seconds, ranks=ranks)
     return Result(out, x, y, metrics)
 
 
 def evaluate_into(out: Path, backend: str, problem: Any, x: Any, y: Any, data: Any, device: Any, seconds: float,
-                  spec: bool = False) -> dict[str, Any]:
-    """Evaluate the distilled data (the protocol, then the backend's extra figures); only then write
-    ``spec.yaml`` (with ``spec``: the problem evaluated), ``metrics.json`` and the report. Return the metrics."""
+                  spec: bool = False, ranks: Ranks | None = None) -> dict[str, Any]:
+    """Evaluate the distilled data (the protocol, its runs split across ``ranks``, then the backend's extra
+    figures); only then write ``spec.yaml`` (with ``spec``: the problem evaluated), ``metrics.json`` and the report
+    (rank 0). Return the metrics."""
     from ddspec.evaluate.protocol import evaluate_distilled
+    from ddspec.runtime.distributed import Ranks
     from ddspec.runtime.report import write_report
 
-    metrics = evaluate_distilled(x.to(device), y.to(device), data, problem, device, progress=problem.runtime.progress)
+    ranks = ranks or Ranks()
+    metrics = evaluate_distilled(x.to(device), y.to(device), data, problem, device,
+                                 progress=problem.runtime.progress and ranks.writer, ranks=ranks)
     metrics.update(load_backends()[backend].extra_metrics(problem, data, x, y))
     metrics["distill_seconds"] = seconds
-    if spec:
-        art.atomic_write_text(out / art.SPEC, problem.to_yaml())
-    art.atomic_write_json(out / art.METRICS, metrics)
-    write_report(out)
+
+    def write() -> None:
+        if spec:
+            art.atomic_write_text(out / art.SPEC, problem.to_yaml())
+        art.atomic_write_json(out / art.METRICS, metrics)
+        write_report(out)
+    ranks.agree(lambda: write() if ranks.writer else None, "writing the metrics and the report")
     return metrics
 
 
@@ -195,7 +222,9 @@ def reevaluate(out: Path, overrides: list[str]) -> dict[str, Any]:
     """``ddspec evaluate DIR``: re-run the evaluation of a finished run. ``--set`` may change ``evaluate.*`` and
     ``runtime.*`` (device, threads, progress), not ``runtime.seed``: it drove the distillation that made the
     saved data. ``spec.yaml`` is rewritten with the changes once the evaluation has succeeded. Relative data
-    paths of the saved spec are resolved against the ``base_dir`` recorded in ``plan.json``."""
+    paths of the saved spec are resolved against the ``base_dir`` recorded in ``plan.json``. Under torchrun the
+    (model, seed) runs are split across the ranks as in ``ddspec run``, and rank 0 writes."""
+    from ddspec.runtime import distributed
     from ddspec.runtime.device import seed_everything, select_device
     from ddspec.spec.loading import load
 
@@ -215,13 +244,17 @@ def reevaluate(out: Path, overrides: list[str]) -> dict[str, Any]:
             raise SpecError.one("BAD_OVERRIDE", "runtime.seed",
                                 "runtime.seed drove the distillation that made the saved data; it cannot change here",
                                 "keep runtime.seed, or distill again with `ddspec run --set runtime.seed=...`")
-        data = _load_data(problem, device := select_device(problem.runtime.device))
-        seed_everything(problem.runtime.seed, problem.runtime.threads)
-        tensors = art.load_distilled(out / art.DISTILLED)
-        history = out / art.HISTORY
-        seconds = art.read_json(history)["distill_seconds"] if history.exists() else 0.0
-        return evaluate_into(out, saved["backend"], problem, tensors["x"], tensors["y"], data, device, seconds,
-                             spec=True)
+        ranks = distributed.start(problem.runtime.distributed, problem.runtime.device)
+        try:
+            data = _load_data(problem, device := ranks.device(select_device(problem.runtime.device)))
+            seed_everything(problem.runtime.seed, problem.runtime.threads)
+            tensors = art.load_distilled(out / art.DISTILLED)
+            history = out / art.HISTORY
+            seconds = art.read_json(history)["distill_seconds"] if history.exists() else 0.0
+            return evaluate_into(out, saved["backend"], problem, tensors["x"], tensors["y"], data, device, seconds,
+                                 spec=True, ranks=ranks)
+        finally:
+            ranks.close()
 
 
 def _read_plan(out: Path) -> dict[str, Any]:

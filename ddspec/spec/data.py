@@ -44,6 +44,8 @@ class DataInfo:
             return f"{self.num_classes} classes (smallest: {min(self.class_counts)})"
         if self.targets == "field":
             return "a solution field (D̂'s points carry no targets)"
+        if self.targets == "survival":
+            return "right-censored (time, event) per row"
         return f"real targets ({self.target_dim} per row)"
 
     @property

@@ -165,16 +165,41 @@ class PinnMlpSpec(ModelBase):
 @TRAIN.register(capabilities=("residual",))
 class ResidualTrain(TrainBase):
     """Physics-informed training without labels: minimize mean_i L[u](p_i)², the squared PDE residual at D̂'s
-    points. Inside distillation the model is a random-feature PINN, u = lift + bubble·φ(s(p))·w with
-    φ_j = tanh(W_j·s(p) + b_j), W ~ N(0, scale²), b ~ U(−scale, scale) drawn afresh every outer iteration,
-    w = argmin (1/M)‖A w + r₀‖² + ridge·‖w‖² in closed form (differentiable in the points). The evaluation trains
-    the full MLP PINN (``evaluate.models`` or ``model``) on the same loss with ``evaluate``'s optimizer."""
+    points. Inside distillation the model is an ``inner`` PINN whose residual is linear in its trainable part,
+    fitted in closed form with a ridge (differentiable in the points), drawn afresh every outer iteration:
+    ``random_features``: u = lift + bubble·φ(s(p))·w with φ_j = tanh(W_j·s(p) + b_j), W ~ N(0, scale²),
+    b ~ U(−scale, scale), w = argmin (1/M)‖A w + r₀‖² + ridge·‖w‖²; ``tangent``: the evaluated MLP PINN at a fresh
+    initialisation θ0 linearized in its parameters, u = lift + bubble·(N_θ0 + ∂_θN_θ0·Δ),
+    Δ = argmin (1/M)‖A Δ + r‖² + ridge·‖Δ‖² (an M x M kernel solve). The evaluation trains the full MLP PINN
+    (``evaluate.models`` or ``model``) on the same loss with ``evaluate``'s optimizer."""
 
     smoke: ClassVar[dict[str, Any]] = {"features": 32}
     kind: Literal["residual"] = "residual"
+    inner: Literal["random_features", "tangent"] = Field(
+        "random_features", description="The closed-form inner PINN: `random_features` (F random tanh features) or "
+        "`tangent` (the evaluated MLP PINN linearized in its parameters at a fresh initialisation).")
     features: PositiveInt = Field(512, le=16_384, description="F, random features of the closed-form PINN.")
     scale: PositiveFloat = Field(1.0, description="Scale of the random features' weights and biases.")
     ridge: PositiveFloat = Field(1e-6, description="Ridge of the closed-form least-squares fit.")
+
+    def inner_name(self) -> str:
+        """The inner PINN in words (for ``explain``)."""
+        return {"random_features": "random-feature", "tangent": "tangent (linearized MLP)"}[self.inner]
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        """TrainBase's, then: ``features``/``scale`` set with inner ``tangent`` (they shape random features only);
+        ``tangent`` with more than 4096 points (its kernel system is M x M)."""
+        yield from super().findings(analysis)
+        unused = sorted({"features", "scale"} & self.model_fields_set)
+        if self.inner == "tangent" and unused:
+            yield Finding("TRAIN_FEATURES_UNUSED", f"train.{unused[0]}", f"inner `tangent` takes its features from "
+                          f"the evaluated MLP's parameters; {' and '.join(unused)} only shape `random_features`",
+                          f"remove train.{' and train.'.join(unused)}, or set train.inner: random_features",
+                          severity="warning")
+        if self.inner == "tangent" and analysis.n_synthetic > 4096:
+            yield Finding("TANGENT_KERNEL_LARGE", "train.inner", f"inner `tangent` solves an M x M kernel system; "
+                          f"M = {analysis.n_synthetic} points make it slow and large", "lower synthetic.total or "
+                          "use train.inner: random_features", severity="warning")
 
 
 @TASKS.register(builder="ddspec.components.pde.objective:build_task", capabilities=("field",))

@@ -31,6 +31,7 @@ from ddspec.registry import (
     signature,
 )
 from ddspec.spec import (  # noqa: F401  (register kinds)
+    categorical,
     data,
     distance,
     kernel,
@@ -39,6 +40,7 @@ from ddspec.spec import (  # noqa: F401  (register kinds)
     pde,
     regularizer,
     risk,
+    survival,
     task,
     train,
 )

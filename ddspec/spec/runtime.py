@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from ddspec.spec.base import PositiveInt, SpecModel
+from ddspec.spec.distributed import DistributedSpec
+
+if TYPE_CHECKING:
+    from ddspec.analysis.facts import Analysis
+    from ddspec.errors import Finding
 
 
 class RuntimeSpec(SpecModel):
@@ -22,3 +28,10 @@ class RuntimeSpec(SpecModel):
     )
     checkpoint_every: PositiveInt = Field(100, description="Save a checkpoint every N outer iterations.")
     progress: bool = True
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="How a run launched by torchrun splits its scenarios and evaluations across ranks (docs/distributed.md).",
+    )
+
+    def findings(self, analysis: Analysis) -> Iterable[Finding]:
+        yield from self.distributed.findings(analysis)

@@ -41,7 +41,7 @@ from ddspec.testing.errors import KindCheckFailed
 
 #: The reference section that lists a nested axis's kinds (any other axis: the section named like it).
 SECTION = {"metric": "evaluate", "corruption": "evaluate", "hypergradient": "optimize", "groups": "risk",
-           "features": "model", "regularizer": "train", "pde_problem": "data"}
+           "features": "model", "regularizer": "train", "pde_problem": "data", "survival_analysis": "task"}
 #: Per-sample input shapes tried, in order, for a model kind; the first one it accepts is used.
 SHAPES = ((1, 8, 8), (3, 8, 8), (1, 32), (12,))
 #: The checks, in the order they run.

@@ -95,6 +95,10 @@ class BilevelBackend(Backend):
             values["distance"] = distance
         return values
 
+    def parallel(self, analysis: Analysis) -> tuple[str, int] | None:
+        """The scenarios ω of an outer step (``scenarios.inits``): each rank trains and differentiates its share."""
+        return "scenarios", analysis.problem.scenarios.inits
+
     def estimate(self, analysis: Analysis) -> Estimate:
         """Per scenario: K inner steps of forward + backward + double backward on min(batch, N) synthetic
         samples, and the outer loss on a real batch (the hypergradient's ``scenario_flops``). Memory: the

@@ -1,8 +1,9 @@
 """The torch side of the bilevel backend (see :mod:`ddspec.backends.bilevel` for the math).
 
-Randomness: real batches, inner mini-batches and expert draws come from ``ctx.generator``, model
-initialisations from the global torch RNG; the loop checkpoints both with the learned tensors and
-their optimizer, so a resumed run continues bit-for-bit. Teachers and experts are cached in the run
+Randomness: the real batch comes from ``ctx.generator``; each scenario's initialisation, inner mini-batches and
+expert draw from its own seeding (run seed, iteration, scenario: ``ctx.scenario``), so scenarios split across
+torchrun's ranks draw what one process draws; the loop checkpoints the generator and the global RNG with the
+learned tensors and their optimizer, so a resumed run continues bit-for-bit. Teachers and experts are cached in the run
 directory (:mod:`ddspec.components.training.experts`).
 """
 
@@ -22,6 +23,7 @@ from ddspec.components.objectives.scenarios import Objective, inner_batches
 from ddspec.components.synthetic.set import SyntheticSet
 from ddspec.components.training.regularizers import Regularizer, build_regularizers
 from ddspec.components.training.unroll import Hypergradient, InnerData, InnerRecipe, Outer, Tensors, unit_norm
+from ddspec.errors import SpecError
 from ddspec.registry import HYPERGRADIENTS, RISKS
 from ddspec.runtime.context import RunContext
 
@@ -78,24 +80,28 @@ def hypergradient_fn(problem: Any, recipe: InnerRecipe) -> Hypergradient:
 
 def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: Hypergradient, risk: RiskMeasure,
                iteration: int) -> float:
-    """One outer iteration: per scenario the loss and hypergradient; R_ω's weights w_s = ∂R/∂ℓ_s combine
-    them; the chain rule to the learned tensors runs once. Returns R_ω(ℓ)."""
+    """One outer iteration: per scenario s (this rank's, under torchrun) the loss ℓ_s and hypergradient g_s with
+    respect to D̂'s leaves, each in its own seeding (``ctx.scenario``); R_ω's weights w_s = ∂R/∂ℓ_s combine them
+    into Σ_s w_s g_s (``ctx.ranks.risk_gradient``: gathered from every rank in scenario order); the chain rule to
+    the learned tensors runs once, accumulating into their ``.grad``. Returns R_ω(ℓ)."""
     p = ctx.problem
-    losses, grads = [], []
-    synthetic = learned.synthetic.x.detach()
-    for model, outer, params0 in objective.scenarios(iteration, synthetic, learned.synthetic.y):
-        data = learned.inner_data(p.train.lr, p.train.steps, inner_batches(ctx, len(synthetic), p.train.steps))
-        loss, g = hyper(model, data, outer, params0)
-        losses.append(loss)
-        grads.append((data, g))
+    synthetic, labels = learned.synthetic.x.detach(), learned.synthetic.y
+    batch = objective.batch()
+
+    def scenario(s: int) -> tuple[float, torch.Tensor]:
+        with ctx.scenario(iteration, s) as generator:
+            model, outer, params0 = objective.scenario(iteration, s, batch, synthetic, labels, generator)
+            data = learned.inner_data(p.train.lr, p.train.steps,
+                                      inner_batches(ctx, len(synthetic), p.train.steps, generator))
+            loss, g = hyper(model, data, outer, params0)
+        return loss, torch.cat([gi.reshape(-1) for gi in g])
+
+    total, combined = ctx.ranks.risk_gradient(p.scenarios.inits, scenario, risk.over_scenarios, "a bilevel step")
     objective.advance()
-    values = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
-    total = risk.over_scenarios(values)
-    (weights,) = torch.autograd.grad(total, values)
-    for (data, g), w in zip(grads, weights.tolist()):
-        if w != 0.0:
-            torch.autograd.backward(data.leaves(), [w * gi for gi in g])
-    return float(total.detach())
+    leaves = learned.inner_data(p.train.lr, p.train.steps, []).leaves()
+    torch.autograd.backward(leaves, [part.reshape(leaf.shape) for leaf, part in
+                                     zip(leaves, combined.split([leaf.numel() for leaf in leaves]))])
+    return total
 
 
 def setup(ctx: RunContext) -> tuple[Learned, Hypergradient, RiskMeasure, Objective]:
@@ -103,7 +109,12 @@ def setup(ctx: RunContext) -> tuple[Learned, Hypergradient, RiskMeasure, Objecti
     p = ctx.problem
     learned = Learned.create(ctx)
     risk = RISKS.build(p.risk)
-    return learned, hypergradient_fn(p, InnerRecipe.of(p.train)), risk, Objective(ctx, risk, learned.synthetic.strata)
+    objective = Objective(ctx, risk, learned.synthetic.strata)
+    if objective.pool is not None and ctx.ranks.active:
+        raise SpecError.one("DISTRIBUTED_POOL", "scenarios.pool", "a model pool keeps each scenario's model on the "
+                            "process that trained it, so its scenarios cannot be split across ranks",
+                            "remove scenarios.pool (fresh initialisations split across ranks), or run one process")
+    return learned, hypergradient_fn(p, InnerRecipe.of(p.train)), risk, objective
 
 
 def outer_gradient(ctx: RunContext) -> OuterGradient:

@@ -3,9 +3,11 @@
 D̂ = M label-free points p_i = (z_i, a_i) (coordinates and BC parameters) in the data's point box. With a gradient
 ``optimize``, each outer iteration
 
-1. draws random features φ (``train: residual``: F tanh features, scale s) from the run's generator;
-2. fits the random-feature PINN u_w = lift + bubble·φ·w on D̂ in closed form,
-   w = −(AᵀA/M + λI)⁻¹ Aᵀ r₀ / M, A_ij = L[bubble·φ_j](p_i), r₀,i = L[lift](p_i) (differentiable in the points);
+1. draws the inner PINN (``train.inner``) from the run's generator: F random tanh features φ, or a fresh
+   initialisation θ0 of the evaluated MLP PINN (its tangent features ∂_θN at θ0);
+2. fits it on D̂ in closed form: random features u_w = lift + bubble·φ·w, w = −(AᵀA/M + λI)⁻¹ Aᵀ r₀ / M with
+   A_ij = L[bubble·φ_j](p_i), r₀,i = L[lift](p_i); tangent u = lift + bubble·(N_θ0 + ∂_θN·Δ),
+   Δ = −Aᵀ(AAᵀ/M + λI)⁻¹ r / M (differentiable in the points);
 3. measures the scenarios ω: every BC of the data, d_ω = ``distance``(u_w(·, a_ω), u_ω) on the data's grid; and
    ``task.physics_bcs`` BCs drawn from the point box, d_ω = ‖L[u_w]‖/‖L[lift]‖ on a coarser grid (no data there);
 4. steps on the points along ∇ R_ω[d_ω] (``risk``: mean, CVaR, max), then projects them onto the box.
@@ -37,7 +39,7 @@ REQUIRED = (
 @register_backend
 class CollocationBackend(Backend):
     name = "collocation"
-    summary = "PDE collocation points: hypergradients through a closed-form random-feature PINN, or samplers"
+    summary = "PDE collocation points: hypergradients through a closed-form inner PINN, or samplers"
     preference = 20
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
@@ -60,7 +62,7 @@ class CollocationBackend(Backend):
             return False, "; ".join(problems)
         if selection:
             return True, f"collocation points drawn by `{p.optimize.method}`"
-        return True, ("collocation points learned through a closed-form random-feature PINN, risk "
+        return True, (f"collocation points learned through a closed-form {p.train.inner_name()} PINN, risk "
                       f"`{p.risk.kind}` over the data's BCs and {p.task.physics_bcs} physics-only BC(s) per iteration")
 
     def resolve(self, analysis: Analysis) -> dict[str, Any]:
@@ -72,7 +74,8 @@ class CollocationBackend(Backend):
     def estimate(self, analysis: Analysis) -> Estimate:
         """Per iteration: F features' second derivatives at the M points (about 12·D FLOPs per feature and point
         with the forward-over-reverse Hessian), an F x F solve, the field of every data BC on its grid and the
-        residual of each physics BC on the physics grid; x 3 for the backward."""
+        residual of each physics BC on the physics grid; x 3 for the backward. The tangent inner model has the
+        evaluated MLP's P parameters as features and an M x M solve instead."""
         p, info = analysis.problem, analysis.data
         m, dim, coords = analysis.n_synthetic, info.input_shape[0], len(p.data.problem.coordinates)
         if analysis.has("optimize:selection"):
@@ -84,14 +87,15 @@ class CollocationBackend(Backend):
                 flops = steps * m * forward * (3 + 2 * coords) * TRAIN_FACTOR
                 detail += f": a PINN trained {steps} steps, resampled every {p.optimize.resample_every}"
             return Estimate(8 * m * dim * 4, seconds(flops, p.runtime.device), detail + "; float64")
-        feats = p.train.features
+        tangent = p.train.inner == "tangent"
+        feats = p.model.cost(info.input_shape, 1)[0] if tangent else p.train.features
         grid = p.data.grid ** coords
         physics = p.task.physics_bcs * p.task.physics_grid ** coords
-        per = 12 * dim * feats * (m + physics) + feats ** 3 + 2 * feats * grid * p.data.train_bcs
+        per = 12 * dim * feats * (m + physics) + (m if tangent else feats) ** 3 + 2 * feats * grid * p.data.train_bcs
         total = TRAIN_FACTOR * per * p.optimize.iterations
         memory = 8 * feats * (4 * m * dim + 2 * grid * p.data.train_bcs + 4 * physics) + 8 * feats ** 2
-        detail = (f"{p.optimize.iterations} iterations, each a closed-form fit of {feats} random features at {m} "
-                  f"points, {p.data.train_bcs} data BCs on {grid} grid points and {p.task.physics_bcs} physics BCs on "
-                  f"{p.task.physics_grid ** coords}; float64")
+        detail = (f"{p.optimize.iterations} iterations, each a closed-form fit of the {p.train.inner_name()} PINN "
+                  f"({feats} features) at {m} points, {p.data.train_bcs} data BCs on {grid} grid points and {p.task.physics_bcs} physics "
+                  f"BCs on {p.task.physics_grid ** coords}; float64")
         return Estimate(int(memory), seconds(total, p.runtime.device), detail,
                         "lower train.features, task.physics_bcs or data.grid")

@@ -13,8 +13,8 @@ import torch
 
 from ddspec.backends.base import Distilled, NoOuterGradient, OuterGradient, stepped_gradient
 from ddspec.components.objectives.risks import RiskMeasure
-from ddspec.components.pde import random_features as rf
 from ddspec.components.pde.data import PdeDataset
+from ddspec.components.pde.inner import evaluated_model, fit_inner
 from ddspec.components.pde.objective import FieldObjective
 from ddspec.components.pde.pinn import rad, train_pinn
 from ddspec.components.pde.sampling import sample_box
@@ -53,7 +53,7 @@ def select(ctx: RunContext) -> torch.Tensor:
     if opt.method != "rad":
         return box_draw(opt.method, m, data, p.runtime.seed)
     ev = p.evaluate
-    spec = (list(ev.models) or [p.model])[0]
+    spec = evaluated_model(p)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(p.runtime.seed)
         model = MODELS.build(spec, data).to(ctx.device)
@@ -97,12 +97,10 @@ class Points:
 
 
 def step(ctx: RunContext, points: Points, objective: FieldObjective, risk: RiskMeasure) -> dict[str, float]:
-    """One outer iteration's objective: fresh random features, the closed-form fit on the points, the scenario
-    losses and R_ω of them; accumulates ∇_z R_ω into ``points.z.grad``. Returns the recorded values."""
-    t, problem = ctx.problem.train, ctx.data.physics
-    features = rf.RandomFeatures.draw(t.features, t.scale, ctx.data.low, ctx.data.high, ctx.generator)
-    w = rf.fit(problem, features, points.x, t.ridge)
-    measured, physics = objective.losses(features, w, ctx.generator)
+    """One outer iteration's objective: the inner PINN (``train.inner``, fresh draws) fitted in closed form on the
+    points, the scenario losses and R_ω of them; accumulates ∇_z R_ω into ``points.z.grad``. Returns the recorded
+    values."""
+    measured, physics = objective.losses(fit_inner(ctx, points.x), ctx.generator)
     total = risk.over_scenarios(torch.cat([measured, physics]))
     total.backward()
     physics_mean = float(physics.detach().mean()) if len(physics) else 0.0

@@ -46,8 +46,9 @@ Which loop runs is a capability of the distance: ``needs_network_training`` (a g
 loop) or ``embedding`` (an embedding surrogate on untrained networks, the DM loop); the distance's builder
 gives the surrogate's math, and its spec class (:class:`ddspec.spec.distance.MatchingDistance`) the reference
 learning rate and (outer_loop, train.steps) schedule resolved here. A risk that is the plain expectation over
-scenarios (capability ``expectation``) runs the code and the random draws it ran before ``group_cvar`` existed
-(bit-identical); a grouped risk (capability ``groups``) takes the paths above. Matching compares classes, so
+scenarios (capability ``expectation``) groups nothing and draws nothing for groups; a grouped risk (capability
+``groups``) takes the paths above. Under torchrun the classes c of Σ_c d_c are split across the ranks (every rank
+holds and trains every network θ_s; docs/distributed.md). Matching compares classes, so
 real-valued targets are refused.
 This module stays light: torch is imported by :mod:`.run` in ``run``.
 """
@@ -142,6 +143,11 @@ class MatchingBackend(Backend):
     def schedule(analysis: Analysis) -> tuple[int, int]:
         """(outer_loop, train.steps) as resolved: the distance's schedule at this many images per class."""
         return analysis.problem.distance.schedule(analysis.n_synthetic / analysis.data.num_classes)
+
+    def parallel(self, analysis: Analysis) -> tuple[str, int] | None:
+        """The classes of Σ_c d_c (those with synthetic rows): each rank draws its classes' real batches and
+        computes their distances on every network."""
+        return "classes", sum(1 for n in analysis.synthetic_counts if n > 0)
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """FLOPs from the models' analytic costs: a forward is f per sample, forward + backward

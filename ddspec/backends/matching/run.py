@@ -1,14 +1,17 @@
 """The torch side of the matching backend (see :mod:`ddspec.backends.matching` for the math).
 
-Randomness: real batches, augmentation seeds and network mini-batches come from ``ctx.generator``,
-network initialisations from the global torch RNG; the loop checkpoints both, with the synthetic
-tensors and their optimizer, so a resumed run continues bit-for-bit.
+Randomness: each class's real batches and augmentation seeds of a synthetic step come from that class's own
+seeding (run seed, step, class: ``ctx.scenario``; :func:`class_objective`), so the classes can be split across
+torchrun's ranks without changing a draw; network mini-batches and their augmentation seeds come from
+``ctx.generator``, network initialisations from the global torch RNG (the same on every rank: every rank holds
+and trains every network). The loop checkpoints both, with the synthetic tensors and their optimizer, so a
+resumed run continues bit-for-bit.
 
 The distance is the behaviour object its registered builder returns (``DISTANCES.build(spec, ctx)``, the
 signature every distance builder has): a gradient surrogate (capability ``needs_network_training``:
 :func:`gradient_iteration`) or an embedding surrogate (:func:`embedding_iteration`). The risk is a :class:`~ddspec.components.objectives.risks.RiskMeasure`; a
-grouped one (:func:`train_network_robust`, :func:`grouped_class_distance`) takes separate code paths, and the
-plain expectation runs exactly the code (and the random draws) it ran before grouped risks existed. The
+grouped one (:func:`train_network_robust`, :func:`grouped_class_distance`) takes separate code paths; the
+plain expectation groups nothing. The
 groups (``GROUPS.build``) draw no randomness (:mod:`ddspec.components.objectives.groups`).
 """
 
@@ -92,16 +95,17 @@ class Matcher:
         return cls(ctx, synthetic, make_augment(p, ctx.data.input_shape), ctx.data.strata(),
                    DISTANCES.build(p.distance, ctx), risk, groups, build_regularizers(p.train, ctx.data))
 
-    def seed(self) -> int:
-        return int(torch.randint(SEED_BOUND, (), generator=self.ctx.generator))
+    def seed(self, generator: torch.Generator | None = None) -> int:
+        """An augmentation seed drawn from ``generator`` (default: the run's)."""
+        return int(torch.randint(SEED_BOUND, (), generator=generator or self.ctx.generator))
 
     def aug(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         return x if self.augment is None else self.augment(x, seed)
 
-    def real_rows(self, c: int) -> torch.Tensor:
+    def real_rows(self, c: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training-set indices of a random real batch of class c (``optimize.real_batch_per_class``, without
-        replacement)."""
-        return self.ctx.sample_real(self.real_indices[c], self.ctx.problem.optimize.real_batch_per_class)
+        replacement), drawn from ``generator`` (default: the run's)."""
+        return self.ctx.sample_real(self.real_indices[c], self.ctx.problem.optimize.real_batch_per_class, generator)
 
     def robust_rows(self) -> torch.Tensor:
         """Training-set indices of the real batch of one robust network update: ``risk.batch_size`` // (number of
@@ -110,9 +114,9 @@ class Matcher:
         per_class = max(1, self.ctx.problem.risk.batch_size // len(classes))
         return torch.cat([self.ctx.sample_real(self.real_indices[c], per_class) for c in classes])
 
-    def real(self, c: int) -> torch.Tensor:
+    def real(self, c: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A random real batch of class c (the inputs of :meth:`real_rows`)."""
-        return self.ctx.data.x_train[self.real_rows(c)]
+        return self.ctx.data.x_train[self.real_rows(c, generator)]
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """The data's loss (cross-entropy for classes)."""
@@ -127,13 +131,15 @@ class Matcher:
         return Distilled(*self.synthetic.result())
 
 
-def class_gradient_distance(m: Matcher, net: nn.Module, c: int) -> torch.Tensor:
+def class_gradient_distance(m: Matcher, net: nn.Module, c: int, generator: torch.Generator | None = None
+                            ) -> torch.Tensor:
     """d_c = distance(∇θ ℓ(net; aug(R_c)), ∇θ ℓ(net; aug(S_c))), differentiable w.r.t. S_c (and the label
-    logits); the same augmentation draw for both batches. With regularizers the real target is GUARD's
-    ∇θ mean_i ℓ_R,i on the real batch (the synthetic side keeps the plain loss)."""
+    logits); the same augmentation draw for both batches, R_c and the draw from ``generator`` (default: the
+    run's). With regularizers the real target is GUARD's ∇θ mean_i ℓ_R,i on the real batch (the synthetic side
+    keeps the plain loss)."""
     params = [p for p in net.parameters() if p.requires_grad]
-    seed = m.seed()
-    real = m.aug(m.real(c), seed)
+    seed = m.seed(generator)
+    real = m.aug(m.real(c, generator), seed)
     labels = torch.full((len(real),), c, dtype=torch.int64, device=real.device)
     g_real = [g.detach() for g in torch.autograd.grad(batch_loss(net, real, labels, m.loss, m.regularizers), params)]
     s = m.synthetic
@@ -177,15 +183,51 @@ def train_network_robust(m: Matcher, net: nn.Module, optimizer: torch.optim.Opti
         optimizer.step()
 
 
-def gradient_objective(m: Matcher, nets: list[nn.Module], total: float = 0.0) -> float:
-    """Σ_nets Σ_c d_c / (number of nets) on the current networks, its gradient accumulated into the synthetic
-    tensors (one synthetic step's objective of DC); returns ``total`` plus its value."""
-    for net in nets:
-        for c in m.synthetic.strata:
-            d = class_gradient_distance(m, net, c) / len(nets)
-            d.backward()
-            total += float(d.detach())
-    return total
+def class_objective(m: Matcher, step: int, nets: list[nn.Module],
+                    distance: Callable[[nn.Module, int, torch.Generator], torch.Tensor]) -> float:
+    """Σ_c Σ_θ d_c(θ) / |nets| over the strata c and the networks θ, ``distance(θ, c, generator)`` = d_c(θ); its
+    gradient is accumulated into the synthetic tensors' ``.grad``; returns its value.
+
+    Class c is the unit of work: its draws come from its own seeding (``ctx.scenario(step, c)``), and under
+    torchrun each rank runs its share of the classes (``ctx.ranks``). d_c reads class c's rows of D̂ only (S_c
+    and their label logits), so its gradient is that row block, summed over θ in network order: the blocks are
+    gathered in class order and put in place, never added across classes, so the result is one process's bit for
+    bit (under either ``reduction``)."""
+    ctx, s = m.ctx, m.synthetic
+    leaves, strata = list(s.tensors.values()), s.strata
+    sizes = [[t[s.slices[c]].numel() for t in leaves] for c in strata]
+
+    def unit(c: int) -> tuple[float, torch.Tensor]:
+        value, block = 0.0, None
+        with ctx.scenario(step, c) as generator:
+            for net in nets:
+                d = distance(net, c, generator) / len(nets)
+                grads = torch.autograd.grad(d, leaves, allow_unused=True, materialize_grads=True)
+                part = torch.cat([g[s.slices[c]].reshape(-1) for g in grads])
+                block = part if block is None else block + part
+                value += float(d.detach())
+        return value, block
+
+    mine = ctx.ranks.mine(len(strata))
+    results = ctx.ranks.agree(lambda: [unit(strata[i]) for i in mine], "a matching step")
+    padded = torch.zeros(len(mine), max(map(sum, sizes)), dtype=leaves[0].dtype, device=leaves[0].device)
+    for row, (_, block) in zip(padded, results):
+        row[: len(block)] = block
+    blocks = ctx.ranks.gather_units(padded, len(strata), "a matching step")
+    values = ctx.ranks.gather_units(torch.tensor([v for v, _ in results], dtype=torch.float64), len(strata),
+                                    "a matching step")
+    grads = [torch.zeros_like(t) for t in leaves]
+    for c, block, size in zip(strata, blocks, sizes):
+        for g, piece in zip(grads, block[: sum(size)].split(size)):
+            g[s.slices[c]] = piece.reshape(g[s.slices[c]].shape)
+    torch.autograd.backward(leaves, grads)
+    return sum(values.tolist())
+
+
+def gradient_objective(m: Matcher, nets: list[nn.Module], step: int) -> float:
+    """Σ_nets Σ_c d_c / (number of nets) on the current networks (synthetic step ``step`` of DC), its gradient
+    accumulated into the synthetic tensors (:func:`class_objective`); returns its value."""
+    return class_objective(m, step, nets, partial(class_gradient_distance, m))
 
 
 def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iteration: int) -> float:
@@ -199,7 +241,7 @@ def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iterati
     total = 0.0
     for ol in range(p.optimize.outer_loop):
         synthetic_opt.zero_grad()
-        total = gradient_objective(m, nets, total)
+        total += gradient_objective(m, nets, iteration * p.optimize.outer_loop + ol)
         synthetic_opt.step()
         if ol < p.optimize.outer_loop - 1:
             for net, opt in zip(nets, net_opts):
@@ -210,12 +252,14 @@ def gradient_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iterati
     return total / p.optimize.outer_loop
 
 
-def grouped_class_distance(m: Matcher, net: nn.Module, c: int, seed: int) -> torch.Tensor:
+def grouped_class_distance(m: Matcher, net: nn.Module, c: int, seed: int, generator: torch.Generator | None = None
+                           ) -> torch.Tensor:
     """A grouped risk on class c: the real batch R_c is split into its non-empty groups R_c,g (``m.groups``),
     d_g = distance(φ(aug(R_c,g)), φ(aug(S_c))) (one augmentation draw for all), and ``risk.over_groups`` of them
     and the plain distance(φ(aug(R_c)), φ(aug(S_c))) — for group_cvar
-    D_c = mean_weight·CVaR_α(d) + max_weight·max_g d_g + ce_weight·(the plain distance)."""
-    rows = m.real_rows(c)
+    D_c = mean_weight·CVaR_α(d) + max_weight·max_g d_g + ce_weight·(the plain distance). R_c is drawn from
+    ``generator`` (default: the run's)."""
+    rows = m.real_rows(c, generator)
     with torch.no_grad():
         real = net.embed(m.aug(m.ctx.data.x_train[rows], seed))
     inputs = m.synthetic.stratum(c)
@@ -233,23 +277,22 @@ def embedding_iteration(m: Matcher, synthetic_opt: torch.optim.Optimizer, iterat
     return total
 
 
+def class_embedding_distance(m: Matcher, net: nn.Module, c: int, generator: torch.Generator) -> torch.Tensor:
+    """d_c = distance(φ_θ(aug(R_c)), φ_θ(aug(S_c))) on the random network ``net`` (a grouped risk's D_c:
+    :func:`grouped_class_distance`), one augmentation draw for both, R_c and the draw from ``generator``."""
+    seed = m.seed(generator)
+    if m.risk.grouped:
+        return grouped_class_distance(m, net, c, seed, generator)
+    with torch.no_grad():
+        real = net.embed(m.aug(m.real(c, generator), seed))
+    return m.distance(real, net.embed(m.aug(m.synthetic.stratum(c), seed)))
+
+
 def embedding_objective(m: Matcher, iteration: int) -> float:
     """The DM / MMD objective of ``iteration``: Σ_nets Σ_c d_c / (number of nets) on its fresh random networks, its
-    gradient accumulated into the synthetic tensors; returns its value."""
+    gradient accumulated into the synthetic tensors (:func:`class_objective`); returns its value."""
     nets = [net.requires_grad_(False) for net in m.networks(iteration)]
-    total = 0.0
-    for net in nets:
-        for c in m.synthetic.strata:
-            seed = m.seed()
-            if m.risk.grouped:
-                d = grouped_class_distance(m, net, c, seed) / len(nets)
-            else:
-                with torch.no_grad():
-                    real = net.embed(m.aug(m.real(c), seed))
-                d = m.distance(real, net.embed(m.aug(m.synthetic.stratum(c), seed))) / len(nets)
-            d.backward()
-            total += float(d.detach())
-    return total
+    return class_objective(m, iteration, nets, partial(class_embedding_distance, m))
 
 
 def outer_gradient(ctx: RunContext) -> OuterGradient:
@@ -262,7 +305,7 @@ def outer_gradient(ctx: RunContext) -> OuterGradient:
     m = Matcher.create(ctx)
     if trains_networks(ctx.analysis):
         def step() -> float:
-            return gradient_objective(m, m.networks(0))
+            return gradient_objective(m, m.networks(0), 0)
     else:
         def step() -> float:
             return embedding_objective(m, 0)

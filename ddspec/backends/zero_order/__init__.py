@@ -53,6 +53,9 @@ class ZeroOrderBackend(Backend):
                             "(zero-order evaluates a task's loss on real data)")
         elif p.task is None:
             problems.append("no task is declared (declare task: test_error or predictions)")
+        elif analysis.has("task:survival"):
+            problems.append(f"task `{p.task.kind}` compares analyses of whole tables, not per-sample losses on real "
+                            "data (the survival backend runs it)")
         if p.scenarios.pool is not None:
             problems.append("scenarios.pool warm-starts models between iterations, which the perturbed evaluations "
                             "of one step would have to share (remove scenarios.pool)")
@@ -74,6 +77,10 @@ class ZeroOrderBackend(Backend):
         if distance is not None:
             values["distance"] = distance
         return values
+
+    def parallel(self, analysis: Analysis) -> tuple[str, int] | None:
+        """The E perturbed points of a step (M + 1 or 2M): each rank evaluates its share, for every scenario."""
+        return "objective evaluations", analysis.problem.optimize.per_step()
 
     def estimate(self, analysis: Analysis) -> Estimate:
         """Per step: E = M + 1 or 2M evaluations per scenario, each an inner fit on the n̂ perturbed rows and the

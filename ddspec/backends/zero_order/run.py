@@ -1,18 +1,21 @@
 """The torch side of the zero-order backend (see :mod:`ddspec.backends.zero_order` for the math).
 
-Randomness: the directions, the real batch, the inner mini-batches and the estimators' seeds come from
-``ctx.generator``, model initialisations from the global torch RNG; both are checkpointed with the learned tensors
-and the step's optimizer, so a resumed run continues bit-for-bit. Every evaluation of one step shares the step's
-draws (common random numbers), so ĝ measures the change of the objective, not the change of the scenario. That
-includes the rows a regularizer with ``fraction`` < 1 draws from the global RNG inside the inner training: the
-vmapped evaluations run with ``randomness="same"`` (torch restores the CPU RNG state for every chunk), the looped
-ones from the same RNG state each, so both leave the RNG where one evaluation does.
+Randomness: the directions, the real batch and the estimators' seeds come from ``ctx.generator``; each scenario's
+initialisation and inner mini-batches from its own seeding (run seed, iteration, scenario: ``ctx.scenario``); the
+generator and the global RNG are checkpointed with the learned tensors and the step's optimizer, so a resumed run
+continues bit-for-bit. Every evaluation of one step shares the step's draws (common random numbers), so ĝ measures
+the change of the objective, not the change of the scenario. That includes the rows a regularizer with
+``fraction`` < 1 draws from the global RNG inside the inner training: every evaluation of a scenario starts from
+the RNG state the scenario's seeding left (:class:`Fit`; the vmapped ones with ``randomness="same"``, which
+restores it for every chunk). So the E evaluations of a step can be split across torchrun's ranks: each rank
+evaluates its share of the points and the values are gathered in point order.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -93,23 +96,28 @@ class TorchInner:
         self.batched = ctx.problem.optimize.evaluations != "loop"
         self.regularizers = build_regularizers(ctx.problem.train, ctx.data)
 
-    def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-        """The step's scenarios: per ω, (x, targets) ↦ ℓ_ω after training the scenario's model on them."""
+    def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Fit]:
+        """The step's scenarios: per ω, (x, targets) ↦ ℓ_ω after training the scenario's model on them, built in
+        the scenario's seeding (``ctx.scenario``), with the global RNG state its evaluations start from."""
         p = self.ctx.problem
-        fits = []
-        for model, outer, _ in self.objective.scenarios(iteration, synthetic.x.detach(), synthetic.y):
-            params0 = [q.detach() for q in model.parameters()]
-            batches = inner_batches(self.ctx, len(synthetic.y), p.train.steps)
-            fits.append(trained_outputs(model, params0, self.recipe, p.train.lr, batches,
-                                        self.ctx.data.targets.loss, outer, self.regularizers))
+        batch, fits = self.objective.batch(), []
+        for s in range(p.scenarios.inits):
+            with self.ctx.scenario(iteration, s) as generator:
+                model, outer, _ = self.objective.scenario(iteration, s, batch, synthetic.x.detach(), synthetic.y,
+                                                          generator)
+                params0 = [q.detach() for q in model.parameters()]
+                batches = inner_batches(self.ctx, len(synthetic.y), p.train.steps, generator)
+                fits.append(Fit(trained_outputs(model, params0, self.recipe, p.train.lr, batches,
+                                                self.ctx.data.targets.loss, outer, self.regularizers),
+                                torch.get_rng_state()))
         return fits
 
-    def values(self, fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+    def values(self, fits: list[Fit], x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor
+               ) -> torch.Tensor:
         """S x E losses: scenario s trained on perturbed set e (every e of a scenario with the same RNG draws)."""
-        rng = torch.get_rng_state()
         if self.batched:
             try:
-                return torch.stack([self._batched(fit, x, targets, fixed) for fit in fits])
+                return torch.stack([fit.replayed(lambda: self._batched(fit.fit, x, targets, fixed)) for fit in fits])
             except (RuntimeError, NotImplementedError) as err:
                 if self.ctx.problem.optimize.evaluations == "batched":
                     raise RunError.one("NOT_BATCHABLE", "optimize.evaluations",
@@ -118,7 +126,6 @@ class TorchInner:
                 warnings.warn(f"zero-order: vmap does not apply to this objective ({err}); evaluating in a loop",
                               stacklevel=2)
                 self.batched = False
-                torch.set_rng_state(rng)
         return looped(fits, x, targets, fixed)
 
     def _batched(self, fit: Callable, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor
@@ -137,39 +144,59 @@ class EstimatorInner:
         self.ctx, self.objective = ctx, objective
         self.estimator = TRAIN.build(ctx.problem.train, ctx.data.targets)
 
-    def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-        rows, xr, per_sample = self.objective.real_batch()
-        within = self.objective.within(rows, None, synthetic.x.detach(), synthetic.y)
+    def draw(self, iteration: int, synthetic: SyntheticSet) -> list[Fit]:
+        batch = self.objective.batch()
+        within = self.objective.within(batch.rows, None, synthetic.x.detach(), synthetic.y)
         seeds = torch.randint(2**31 - 1, (self.ctx.problem.scenarios.inits,), generator=self.ctx.generator).tolist()
 
-        def scenario(seed: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-            return lambda x, targets: within(per_sample(self.estimator.fit(x, targets, seed)(xr)))
+        def scenario(seed: int) -> Fit:
+            return Fit(lambda x, targets: within(batch.per_sample(self.estimator.fit(x, targets, seed)(batch.x))),
+                       torch.get_rng_state())
         return [scenario(seed) for seed in seeds]
 
-    def values(self, fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+    def values(self, fits: list[Fit], x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor
+               ) -> torch.Tensor:
         return looped(fits, x, targets, fixed)
 
 
-def looped(fits: list, x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
+@dataclass
+class Fit:
+    """One scenario's objective, (x, targets) ↦ ℓ_ω, and the global RNG state each of its evaluations starts from
+    (the draws of a regularizer's fraction inside the inner training)."""
+
+    fit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    rng: torch.Tensor
+
+    def replayed(self, evaluate: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``evaluate()`` from :attr:`rng`, leaving the global RNG as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng)
+            return evaluate()
+
+
+def looped(fits: list[Fit], x: torch.Tensor, targets: torch.Tensor | None, fixed: torch.Tensor) -> torch.Tensor:
     """S x E losses, one evaluation at a time: scenario s fitted to perturbed set e (targets ``targets[e]``, or the
-    ``fixed`` ones); the evaluations of a scenario all start from the global RNG state its first one found (the
-    draws of a regularizer's fraction), as one vmapped call with ``randomness="same"`` does."""
-    out = []
-    for fit in fits:
-        rng = torch.get_rng_state()
-        for e in range(len(x)):
-            torch.set_rng_state(rng)
-            out.append(fit(x[e], fixed if targets is None else targets[e]))
+    ``fixed`` ones), every evaluation from the scenario's RNG state, as one vmapped call with
+    ``randomness="same"`` does."""
+    out = [fit.replayed(lambda: fit.fit(x[e], fixed if targets is None else targets[e]))
+           for fit in fits for e in range(len(x))]
     return torch.stack(out).reshape(len(fits), len(x))
 
 
-def objective_values(inner: TorchInner | EstimatorInner, fits: list, flat: Flat, risk: RiskMeasure) -> Values:
-    """points ↦ (R_ω over the scenarios of ℓ_ω(point))_e, every point evaluated against the same draws."""
+def objective_values(ctx: RunContext, inner: TorchInner | EstimatorInner, fits: list[Fit], flat: Flat,
+                     risk: RiskMeasure) -> Values:
+    """points ↦ (R_ω over the scenarios of ℓ_ω(point))_e, every point evaluated against the same draws; under
+    torchrun each rank evaluates its share of the points and the values are gathered in point order (exact)."""
     def values(points: torch.Tensor) -> torch.Tensor:
-        x, targets = flat.sets(points)
-        with torch.no_grad():
-            losses = inner.values(fits, x, targets, flat.synthetic.y)
-            return torch.stack([risk.over_scenarios(losses[:, e]) for e in range(losses.shape[1])])
+        mine = ctx.ranks.mine(len(points))
+
+        def evaluate() -> torch.Tensor:
+            x, targets = flat.sets(points[mine])
+            with torch.no_grad():
+                return inner.values(fits, x, targets, flat.synthetic.y).T
+        losses = ctx.ranks.gather_units(ctx.ranks.agree(evaluate, "zero-order evaluations"), len(points),
+                                        "zero-order evaluations").T
+        return torch.stack([risk.over_scenarios(losses[:, e]) for e in range(losses.shape[1])])
     return values
 
 
@@ -195,7 +222,7 @@ def outer_gradient(ctx: RunContext) -> OuterGradient:
     estimate ĝ of its gradient (:func:`estimated`, stochastic: its mean is ∇L_σ); every evaluation replays the same
     draws (the directions included)."""
     synthetic, flat, risk, inner = setup(ctx)
-    values = objective_values(inner, inner.draw(0, synthetic), flat, risk)
+    values = objective_values(ctx, inner, inner.draw(0, synthetic), flat, risk)
     replay, names = ctx.replay(), list(synthetic.tensors)
 
     def point(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -228,7 +255,7 @@ def distill(ctx: RunContext) -> Distilled:
     step, loop = ctx.outer(synthetic.tensors, f"zero-order ({opt.estimator}, M = {opt.samples})", fix)
     per_step = opt.per_step() * p.scenarios.inits
     for it in loop:
-        values = objective_values(inner, inner.draw(it, synthetic), flat, risk)
+        values = objective_values(ctx, inner, inner.draw(it, synthetic), flat, risk)
         g, evaluated = estimated(ctx, values, flat.vector())
         flat.set_grad(g)
         step.step()

@@ -5,11 +5,15 @@ per-sample losses ℓ_i of the task (``TASKS.build``), the risk's ``within`` ove
 objective), and per scenario ω a model (fresh initialisation cycling through ``scenarios.models``, a warm start
 from ``scenarios.pool``, or an expert checkpoint for trajectory matching). The bilevel backend differentiates
 through the training of each scenario's model; the zero-order backend evaluates the same objective by value.
+The real batch is shared by an iteration's scenarios (:meth:`Objective.batch`); everything else a scenario draws
+comes from its own seeding (:meth:`~ddspec.runtime.context.RunContext.scenario`), so scenarios can run in any
+order, on any rank.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,6 +28,16 @@ from ddspec.registry import DISTANCES, GROUPS, TASKS
 
 if TYPE_CHECKING:
     from ddspec.runtime.context import RunContext
+
+
+@dataclass
+class RealBatch:
+    """The real rows an outer iteration measures the task on: their training-set indices, inputs and the task's
+    per-sample losses as a function of the outputs."""
+
+    rows: torch.Tensor
+    x: torch.Tensor
+    per_sample: PerSample
 
 
 class Objective:
@@ -75,27 +89,28 @@ class Objective:
         x = self.ctx.data.x_train[rows]
         return rows, x, self.task.per_sample(x, self.ctx.data.y_train[rows])
 
-    def scenarios(self, iteration: int, synthetic: torch.Tensor, labels: torch.Tensor
-                  ) -> list[tuple[nn.Module, Outer, Tensors | None]]:
-        """(model, outer loss, θ_0 or None) per scenario; ``synthetic`` / ``labels`` (class indices) group the
-        real batch for a grouped risk."""
+    def batch(self) -> RealBatch | None:
+        """The real batch one outer iteration shares across its scenarios (drawn from the run's generator, the same
+        on every rank); None for an expert distance, which measures no real batch."""
+        return None if self.task is None else RealBatch(*self.real_batch())
+
+    def scenario(self, iteration: int, index: int, batch: RealBatch | None, synthetic: torch.Tensor,
+                 labels: torch.Tensor, generator: torch.Generator) -> tuple[nn.Module, Outer, Tensors | None]:
+        """(model, outer loss, θ_0 or None) of scenario ``index``: a fresh initialisation from the global RNG (seed
+        it per scenario: :meth:`~ddspec.runtime.context.RunContext.scenario`) cycling through ``scenarios.models``,
+        or the pool's model; an expert's start from ``generator``. ``synthetic`` / ``labels`` (class indices) group
+        the real ``batch`` for a grouped risk."""
         ctx, p = self.ctx, self.ctx.problem
         specs, inits = ctx.scenario_models(), p.scenarios.inits
-        out = []
-        if self.task is not None:
-            rows, xr, per_sample = self.real_batch()
-        slots = None if self.pool is None else pool_slots(iteration, inits, len(self.pool))
-        for s in range(inits):
-            if slots is None:
-                model, params0 = ctx.new_model(specs[(iteration * inits + s) % len(specs)]), None
-            else:
-                model, params0 = self.pool.start(slots[s])
-            if self.experts is not None:  # (never with a pool: POOL_UNUSED)
-                out.append((model, *self.experts.draw(ctx.generator)))
-                continue
-            outer = task_loss(model, xr, per_sample, self.within(rows, model, synthetic, labels))
-            out.append((model, outer if slots is None else self.pool.record(slots[s], outer), params0))
-        return out
+        if self.pool is None:
+            model, params0, slot = ctx.new_model(specs[(iteration * inits + index) % len(specs)]), None, None
+        else:
+            slot = pool_slots(iteration, inits, len(self.pool))[index]
+            model, params0 = self.pool.start(slot)
+        if batch is None:  # an expert distance (never with a pool: POOL_UNUSED)
+            return (model, *self.experts.draw(generator))
+        outer = task_loss(model, batch.x, batch.per_sample, self.within(batch.rows, model, synthetic, labels))
+        return model, outer if slot is None else self.pool.record(slot, outer), params0
 
     def advance(self) -> None:
         """After an outer iteration: the pool models used in it keep their trained parameters."""
@@ -110,9 +125,10 @@ def task_loss(model: nn.Module, x: torch.Tensor, per_sample: Callable[[torch.Ten
     return lambda params: within(per_sample(functional_call(model, dict(zip(names, params)), (x,))))
 
 
-def inner_batches(ctx: RunContext, n: int, steps: int) -> list[torch.Tensor | None]:
-    """Each inner step's mini-batch of ``train.batch_size`` synthetic rows (None: the whole set)."""
+def inner_batches(ctx: RunContext, n: int, steps: int, generator: torch.Generator) -> list[torch.Tensor | None]:
+    """Each inner step's mini-batch of ``train.batch_size`` synthetic rows (None: the whole set), drawn from the
+    scenario's ``generator``."""
     size = ctx.problem.train.batch_size
     if size >= n:
         return [None] * steps
-    return [torch.randperm(n, generator=ctx.generator)[:size].to(ctx.device) for _ in range(steps)]
+    return [torch.randperm(n, generator=generator)[:size].to(ctx.device) for _ in range(steps)]

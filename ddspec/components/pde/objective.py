@@ -1,8 +1,9 @@
-"""The ``pde_solution`` task and the ``relative_l2`` distance: the scenario losses of a random-feature PINN.
+"""The ``pde_solution`` task and the ``relative_l2`` distance: the scenario losses of an inner PINN u fitted to D̂
+(:mod:`ddspec.components.pde.inner`).
 
-Scenarios ω: every training BC of the data, d_ω = distance(u_w(·, a_ω), u_ω) on the data's grid against its field;
+Scenarios ω: every training BC of the data, d_ω = distance(u(·, a_ω), u_ω) on the data's grid against its field;
 and ``task.physics_bcs`` BCs a drawn uniformly from the BC part of D̂'s point box (fresh each iteration, from the
-run's generator), where there is no data: d_ω = ‖L[u_w](·, a)‖₂ / ‖L[lift](·, a)‖₂ on a ``task.physics_grid`` grid
+run's generator), where there is no data: d_ω = ‖L[u](·, a)‖₂ / ‖L[lift](·, a)‖₂ on a ``task.physics_grid`` grid
 (1 for the lift alone, i.e. N ≡ 0; 0 for the exact solution).
 """
 
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ddspec.components.pde import random_features as rf
 from ddspec.components.pde.data import PdeDataset, grid_points, records
+from ddspec.components.pde.inner import InnerPinn
 from ddspec.registry import DISTANCES
 
 if TYPE_CHECKING:
@@ -39,12 +40,11 @@ class FieldObjective:
     physics_bcs: int
     physics_grid: torch.Tensor
 
-    def losses(self, features: rf.RandomFeatures, w: torch.Tensor, generator: torch.Generator
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(d_ω of the data BCs, d_ω of ``physics_bcs`` fresh physics BCs) of u_w."""
+    def losses(self, fitted: InnerPinn, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d_ω of the data BCs, d_ω of ``physics_bcs`` fresh physics BCs) of the fitted inner PINN."""
         data, problem = self.data, self.data.physics
         x = records(data.grid, data.bcs_train)
-        u = rf.solution(problem, features, w, x[:, : problem.coords], x[:, problem.coords:])
+        u = fitted.solution(x[:, : problem.coords], x[:, problem.coords:])
         fields = data.y_train.reshape(len(data.bcs_train), -1)
         measured = self.distance(u.reshape(fields.shape), fields)
         if self.physics_bcs == 0:
@@ -54,7 +54,7 @@ class FieldObjective:
                                               dtype=torch.float64).to(low.device)
         xp = records(self.physics_grid, bcs)
         z, a = xp[:, : problem.coords], xp[:, problem.coords:]
-        residual = rf.residual(problem, features, w, z, a).reshape(self.physics_bcs, -1)
+        residual = fitted.residual(z, a).reshape(self.physics_bcs, -1)
         reference = problem.operator(problem.lift, z, a).reshape(self.physics_bcs, -1)
         return measured, residual.norm(dim=-1) / reference.norm(dim=-1)
 

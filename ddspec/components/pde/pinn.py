@@ -49,9 +49,13 @@ class PinnMLP(nn.Module):
                     nn.init.xavier_normal_(layer.weight, generator=generator)
                     layer.bias.zero_()
 
+    def scale(self, p: torch.Tensor) -> torch.Tensor:
+        """s(p) = 2(p − low)/(high − low) − 1, the records (..., D) scaled to [−1, 1]^D."""
+        return 2 * (p - self.low) / (self.high - self.low) - 1
+
     def net(self, p: torch.Tensor) -> torch.Tensor:
         """N_θ(s(p)) at records p (..., D) -> (...)."""
-        return self.layers(2 * (p - self.low) / (self.high - self.low) - 1).squeeze(-1)
+        return self.layers(self.scale(p)).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """u_θ at records x (N, D) -> (N, 1), batched: g(z, a) + B(z)·N_θ(s(x))."""

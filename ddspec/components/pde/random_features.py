@@ -111,3 +111,20 @@ def residual(problem: PdeProblem, features: RandomFeatures, w: torch.Tensor, z: 
     """L[u_w] = A w + r0 at N points: z (N, coords), a (N, K) -> (N,)."""
     matrix, offset = design(problem, features, torch.cat((z, a), 1))
     return matrix @ w + offset
+
+
+@dataclass
+class RandomFeaturePinn:
+    """u_w = g + B·φ·w, the random-feature PINN with its fitted last layer w."""
+
+    problem: PdeProblem
+    features: RandomFeatures
+    w: torch.Tensor
+
+    def solution(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """u_w at N points -> (N,)."""
+        return solution(self.problem, self.features, self.w, z, a)
+
+    def residual(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """L[u_w] at N points -> (N,)."""
+        return residual(self.problem, self.features, self.w, z, a)

@@ -4,7 +4,9 @@ the distance's builder returns: each scenario starts a student at an expert chec
 
 Each is trained from its own seed inside ``torch.random.fork_rng``, so the run's global RNG is left
 as it was; the cache (safetensors, written atomically) records the seconds its training took, so a
-resumed run reports the same preparation time without retraining.
+resumed run reports the same preparation time without retraining. Every process reads the models from the cache
+(:func:`_cached`): under torchrun rank 0 alone trains and writes it while the others wait, so every rank holds the
+same bits and no two processes write one file.
 """
 
 from __future__ import annotations
@@ -57,25 +59,38 @@ def _load(path: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], fl
     return tensors, seconds
 
 
+def _cached(ctx: Any, path: Path, train: Callable[[], tuple[dict[str, torch.Tensor], float]]
+            ) -> tuple[dict[str, torch.Tensor], float]:
+    """(the tensors cached at ``path``, the seconds training them took): when the file is missing, rank 0 (the
+    only process without torchrun) runs ``train()`` — inside ``fork_rng``, so the global RNG stays where every rank
+    has it — and writes it; once every rank has agreed that this succeeded, each one reads it."""
+    def write() -> None:
+        if ctx.ranks.writer and not path.exists():
+            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                tensors, seconds = train()
+            _save(path, tensors, seconds)
+    ctx.ranks.agree(write, f"training {path.name} (rank 0; raise runtime.distributed.timeout_s if it takes longer)")
+    return _load(path, ctx.device)
+
+
 def teacher(ctx: Any) -> tuple[nn.Module, float]:
     """(the teacher of ``task: predictions``, seconds its training took): the problem's model trained on the
     real training data with the task's recipe (lr × 0.1 at half) and the targets' loss (with ``train.regularizers``:
     the squeeze step of GUARD), cached as :data:`TEACHER`."""
     task = ctx.problem.task
-    path = ctx.out / TEACHER
     model = ctx.new_model_seeded(ctx.problem.runtime.seed + SEED_OFFSET)
-    if path.exists():
-        state, seconds = _load(path, ctx.device)
-        model.load_state_dict(state)
-    else:
+
+    def train() -> tuple[dict[str, torch.Tensor], float]:
         recipe = Recipe(task.teacher_epochs, task.teacher_lr, task.teacher_momentum, task.teacher_weight_decay,
                         task.teacher_batch_size, lr_drop_at_half=True)
         start = time.perf_counter()
         order = torch.Generator().manual_seed(ctx.problem.runtime.seed + SEED_OFFSET)
         fit(model, ctx.data.x_train, ctx.data.y_train, recipe, order, loss=ctx.data.targets.loss,
             regularizers=build_regularizers(ctx.problem.train, ctx.data))
-        seconds = time.perf_counter() - start
-        _save(path, model.state_dict(), seconds)
+        return model.state_dict(), time.perf_counter() - start
+
+    state, seconds = _cached(ctx, ctx.out / TEACHER, train)
+    model.load_state_dict(state)
     return model.eval().requires_grad_(False), seconds
 
 
@@ -85,29 +100,28 @@ def expert_trajectories(ctx: Any) -> tuple[list[list[list[torch.Tensor]]], float
     (cross-entropy for classes, squared error for real-valued targets) with ``train.regularizers``, cached as
     :data:`EXPERTS`."""
     d = ctx.problem.distance
-    path = ctx.out / EXPERTS
     names = [n for n, _ in ctx.new_model_seeded(0).named_parameters()]
-    if path.exists():
-        flat, seconds = _load(path, ctx.device)
-        return [[[flat[f"{e}.{t}.{n}"] for n in names] for t in range(d.expert_epochs + 1)]
-                for e in range(d.experts)], seconds
-    recipe = Recipe(d.expert_epochs, d.expert_lr, d.expert_momentum, 0.0, d.expert_batch_size)
-    regularizers = build_regularizers(ctx.problem.train, ctx.data)
-    start = time.perf_counter()
-    trajectories = []
-    for e in range(d.experts):
-        seed = ctx.problem.runtime.seed + SEED_OFFSET + e
-        model = ctx.new_model_seeded(seed)
-        snapshots = [[p.detach().clone() for p in model.parameters()]]
-        fit(model, ctx.data.x_train, ctx.data.y_train, recipe, torch.Generator().manual_seed(seed),
-            on_epoch=lambda _, m, out=snapshots: out.append([p.detach().clone() for p in m.parameters()]),
-            loss=ctx.data.targets.loss, regularizers=regularizers)
-        trajectories.append(snapshots)
-    seconds = time.perf_counter() - start
-    flat = {f"{e}.{t}.{n}": p for e, traj in enumerate(trajectories) for t, ps in enumerate(traj)
-            for n, p in zip(names, ps)}
-    _save(path, flat, seconds)
-    return trajectories, seconds
+
+    def train() -> tuple[dict[str, torch.Tensor], float]:
+        recipe = Recipe(d.expert_epochs, d.expert_lr, d.expert_momentum, 0.0, d.expert_batch_size)
+        regularizers = build_regularizers(ctx.problem.train, ctx.data)
+        start = time.perf_counter()
+        trajectories = []
+        for e in range(d.experts):
+            seed = ctx.problem.runtime.seed + SEED_OFFSET + e
+            model = ctx.new_model_seeded(seed)
+            snapshots = [[p.detach().clone() for p in model.parameters()]]
+            fit(model, ctx.data.x_train, ctx.data.y_train, recipe, torch.Generator().manual_seed(seed),
+                on_epoch=lambda _, m, out=snapshots: out.append([p.detach().clone() for p in m.parameters()]),
+                loss=ctx.data.targets.loss, regularizers=regularizers)
+            trajectories.append(snapshots)
+        flat = {f"{e}.{t}.{n}": p for e, traj in enumerate(trajectories) for t, ps in enumerate(traj)
+                for n, p in zip(names, ps)}
+        return flat, time.perf_counter() - start
+
+    flat, seconds = _cached(ctx, ctx.out / EXPERTS, train)
+    return [[[flat[f"{e}.{t}.{n}"] for n in names] for t in range(d.expert_epochs + 1)]
+            for e in range(d.experts)], seconds
 
 
 Tensors = list[torch.Tensor]

@@ -1,0 +1,177 @@
+"""Evaluating a synthetic patient table on the held-out test patients, against baselines at the same size.
+
+:class:`ConcordanceMetric` (metric ``c_index``, the protocol's primary figure for survival data): Harrell's C of the
+Cox risk scores fitted on D̂ (value) and Uno's IPCW C up to the ``horizon`` quantile of the training times
+(scikit-survival, figure ``uno``).
+
+:func:`assess` gives the figures of one complete table T (covariates, time, event):
+
+- ``c_index`` / ``c_index_uno``: the Cox model fitted on T (train ``cox``), scored on the test patients;
+- ``integrated_brier``: its integrated Brier score on the test patients (scikit-survival; S(t | x) with Breslow's
+  baseline hazard from T) over 20 times between the 10th and 80th percentiles of the test times (NaN for a test set
+  too small to hold two such times below its last time);
+- ``km_distance``: sup_t |Ŝ_T(t) − Ŝ_D(t)| on the grid of the first ``survival_curve`` analysis (D: all training
+  patients; their times and events are in every source);
+- ``cox_error``: ‖β_T − β_oracle‖₂, the Cox coefficients on every column (standardized by D's observed values), the
+  oracle fitted on the training patients with all their columns (which no source has);
+- ``bn_tv``: per evidence set, Σ_e P(e)·|P_T(O = 1 | e) − P_oracle(O = 1 | e)| of the Bayesian network (3 bins,
+  naive structure) fitted on T and on the complete training patients.
+
+:func:`survival_report` adds the baselines: ``random_em`` and ``random_mice`` (n̂ random training patients,
+completed by EM imputation or MICE; the median of each figure over :data:`DRAWS` draws), ``em_full``,
+``mice_full`` (every training patient, completed) and ``oracle`` (every training patient, all columns).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddspec.components.survival.analyses import Standardized, build_analyses
+from ddspec.components.survival.bayes_net import total_variation
+from ddspec.components.survival.cox import cox_fitter, harrell_c, survival_functions
+from ddspec.components.survival.data import SurvivalDataset, Table
+from ddspec.components.survival.fusion import Discretizer, em_complete, fit_network, mice_complete, naive_structure
+from ddspec.components.survival.kaplan_meier import kaplan_meier, time_grid
+from ddspec.evaluate.metrics import Metric, Scored
+
+#: Draws of the random baselines (the median of each figure is reported).
+DRAWS = 20
+#: Seed of the baselines' draws.
+BASELINE_SEED = 0
+
+
+def structured(table: Table) -> np.ndarray:
+    """scikit-survival's (event, time) structured array."""
+    out = np.empty(len(table.time), dtype=[("event", bool), ("time", float)])
+    out["event"], out["time"] = table.event, table.time
+    return out
+
+
+def uno_c(train: Table, test: Table, risk: np.ndarray, horizon: float) -> float:
+    """Uno's C (scikit-survival) up to the ``horizon`` quantile of the training times."""
+    from sksurv.metrics import concordance_index_ipcw
+
+    tau = float(np.quantile(train.time, horizon))
+    return float(concordance_index_ipcw(structured(train), structured(test), risk, tau=tau)[0])
+
+
+class ConcordanceMetric(Metric):
+    """Harrell's C of the test risk scores (outputs[:, 0]); figure ``uno`` (see the module docstring)."""
+
+    def __call__(self, outputs: torch.Tensor, data: SurvivalDataset) -> float:
+        test = data.test_table()
+        return harrell_c(test.time, test.event, outputs[:, 0].double().cpu().numpy())
+
+    def scored(self, outputs: torch.Tensor, data: SurvivalDataset) -> Scored:
+        risk = outputs[:, 0].double().cpu().numpy()
+        uno = uno_c(data.train_table(), data.test_table(), risk, self.spec.horizon)
+        return Scored(self(outputs, data), {"uno": uno})
+
+
+class Reference:
+    """What every assessed table is compared with: D's Kaplan–Meier curve, the oracle's Cox coefficients and
+    conditionals, the test patients."""
+
+    def __init__(self, problem: Any, data: SurvivalDataset) -> None:
+        self.problem, self.data = problem, data
+        self.fit = cox_fitter(problem.train)
+        self.z = Standardized(data)
+        self.train, self.test, oracle = data.train_table(), data.test_table(), data.oracle_table()
+        curve = next((a for a in problem.task.analyses if a.kind == "survival_curve"), None)
+        points, horizon = (curve.points, curve.horizon) if curve is not None else (50, 0.9)
+        self.grid = time_grid(self.train.time, self.train.event, points, horizon)
+        self.km = kaplan_meier(self.train.time, self.train.event, self.grid)
+        self.beta = self.fit(self.z(oracle.x), oracle.time, oracle.event)
+        self.disc = Discretizer.of(data, 3, None)
+        self.parents = naive_structure(len(data.columns))
+        bn = next((a for a in problem.task.analyses if a.kind == "bn_conditionals"), None)
+        names = bn.evidence_sets(problem.data) if bn is not None else []
+        self.sets = {",".join(e): data.column_index(e) for e in names}
+        network = fit_network(oracle, self.disc, self.parents, 1.0)
+        self.conditionals = {k: network.conditional(len(data.columns), e) for k, e in self.sets.items()}
+        lo, hi = np.quantile(self.test.time, [0.1, 0.8])
+        times = np.linspace(lo, hi, 20)
+        self.brier_times = times[times < self.test.time.max()]  # scikit-survival's follow-up range
+
+    def assess(self, table: Table) -> dict[str, Any]:
+        """The figures of the module docstring for a complete ``table``."""
+        from sksurv.metrics import integrated_brier_score
+
+        z = self.z(table.x)
+        beta = self.fit(z, table.time, table.event)
+        z_test = self.z(self.test.x)
+        risk = z_test @ beta
+        surv = survival_functions(beta, z, table.time, table.event, z_test, self.brier_times)
+        network = fit_network(table, self.disc, self.parents, 1.0)
+        tv = {}
+        for key, e in self.sets.items():
+            (ref, p_e), mine = self.conditionals[key], network.conditional(len(self.data.columns), e)[0]
+            tv[key] = float(np.sum(p_e * total_variation(mine, ref)))
+        return {
+            "c_index": harrell_c(self.test.time, self.test.event, risk),
+            "c_index_uno": uno_c(self.train, self.test, risk, 0.9),
+            "integrated_brier": float(integrated_brier_score(structured(self.train), structured(self.test), surv,
+                                                             self.brier_times)) if len(self.brier_times) > 1
+            else float("nan"),
+            "km_distance": float(np.max(np.abs(kaplan_meier(table.time, table.event, self.grid) - self.km))),
+            "cox_error": float(np.linalg.norm(beta - self.beta)),
+            "bn_tv": tv,
+        }
+
+
+def median_figures(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every (nested) figure over draws."""
+    first = figures[0]
+    return {k: median_figures([f[k] for f in figures]) if isinstance(first[k], dict)
+            else float(np.median([f[k] for f in figures])) for k in first}
+
+
+def baselines(reference: Reference, n: int, draws: int = DRAWS, seed: int = BASELINE_SEED) -> dict[str, Any]:
+    """The figures of the baselines of the module docstring at n̂ = ``n`` patients (with the task objective of the
+    random ones, ``objective``)."""
+    data, train = reference.data, reference.train
+    rng = np.random.default_rng(seed)
+    network = fit_network(train, reference.disc, reference.parents, 1.0)
+    em_full = Table(em_complete(train, data, reference.disc, network, rng), train.time, train.event)
+    mice_full = Table(mice_complete(train, data, seed), train.time, train.event)
+    analyses = build_analyses(reference.problem.task, data, reference.problem)
+    out: dict[str, Any] = {}
+    for name, pool in (("random_em", em_full), ("random_mice", mice_full)):
+        tables = [pool.rows(rng.choice(len(train.time), min(n, len(train.time)), replace=False))
+                  for _ in range(draws)]
+        figures = [reference.assess(t) | {"objective": float(analyses.distances(t).mean())} for t in tables]
+        out[name] = median_figures(figures) | {"draws": draws}
+    out["em_full"] = reference.assess(em_full)
+    out["mice_full"] = reference.assess(mice_full)
+    out["oracle"] = reference.assess(data.oracle_table())
+    return out
+
+
+def survival_report(problem: Any, data: SurvivalDataset, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """The distilled table's figures, its per-analysis distances, and the baselines at its size."""
+    reference = Reference(problem, data)
+    y = y.double().cpu().numpy()
+    table = Table(x.double().cpu().numpy(), y[:, 0], y[:, 1] > 0.5)
+    analyses = build_analyses(problem.task, data, problem)
+    distances = analyses.distances(table)
+    return {
+        "distilled": reference.assess(table) | {"objective": float(distances.mean()),
+                                                "analyses": dict(zip(analyses.names, distances.tolist()))},
+        "baselines": baselines(reference, len(table.time)),
+        "patients": len(table.time),
+        "km_grid": reference.grid.tolist(),
+        "km_curves": {"real": reference.km.tolist(),
+                      "distilled": kaplan_meier(table.time, table.event, reference.grid).tolist(),
+                      "random": random_curves(reference, len(table.time))},
+    }
+
+
+def random_curves(reference: Reference, n: int, count: int = 5) -> list[list[float]]:
+    """Kaplan–Meier curves of ``count`` random n-patient subsets of the training patients (for the report)."""
+    rng = np.random.default_rng(BASELINE_SEED)
+    train = reference.train
+    subsets = [rng.choice(len(train.time), min(n, len(train.time)), replace=False) for _ in range(count)]
+    return [kaplan_meier(train.time[s], train.event[s], reference.grid).tolist() for s in subsets]
