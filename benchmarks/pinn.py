@@ -65,6 +65,7 @@ def rows() -> dict[str, tuple[Path, list[str]]]:
     out["laplace/8192/uniform/box"] = (LAPLACE, ["synthetic.total=8192", "optimize={kind: select, method: uniform}",
                                                  "evaluate.seeds=[0]"])
     out["heat/256/distilled"] = (HEAT, [])
+    out["heat/256/distilled-tangent"] = (HEAT, TANGENT)
     for box in ("box", "data"):
         out[f"heat/256/sobol/{box}"] = (HEAT, [f"data.points={box}", "optimize={kind: select, method: sobol}"])
     return out

@@ -339,7 +339,7 @@ class MilpOptimize(OptimizeBase):
     one-hot records relaxed to softmaxes at a falling temperature, marginals as products, ``relax_steps`` Adam
     steps, argmax rounding."""
 
-    smoke: ClassVar[dict[str, Any]] = {"max_nodes": 200, "subsamples": 2, "relax_steps": 5, "moves": 50}
+    smoke: ClassVar[dict[str, Any]] = {"max_nodes": 200, "subsamples": 2, "relax_steps": 2, "moves": 50}
     kind: Literal["milp"] = "milp"
     route: Literal["auto", "exact", "candidates", "relaxation"] = Field(
         "auto", description="auto: exact when the joint domain has at most max_cells cells, else candidates when "

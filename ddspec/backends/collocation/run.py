@@ -1,8 +1,8 @@
 """The torch side of the collocation backend (see :mod:`ddspec.backends.collocation` for the math).
 
-Randomness: the initial points, the random features of every iteration, the physics BCs and RAD's pools come
-from ``ctx.generator`` (checkpointed with the points and the optimizer, so a resumed run continues bit for bit);
-the RAD baseline's PINN is initialised from ``runtime.seed``.
+Randomness: the initial points, the inner PINN of every iteration (random features, or the initialisation of the
+tangent PINN), the physics BCs and RAD's pools come from ``ctx.generator`` (checkpointed with the points and the
+optimizer, so a resumed run continues bit for bit); the RAD baseline's PINN is initialised from ``runtime.seed``.
 """
 
 from __future__ import annotations
