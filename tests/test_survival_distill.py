@@ -129,7 +129,7 @@ def test_the_example_runs_at_smoke_size(tmp_path):
     result = run_smoke(EXAMPLE, tmp_path)
     survival = result.metrics["survival"]
     assert 0.0 <= result.metrics["c_index"]["mean"] <= 1.0
-    assert set(survival["baselines"]) == {"random_em", "random_mice", "em_full", "mice_full", "oracle"}
+    assert set(survival["baselines"]) == {"random_em", "random_mice", "em_full", "mice_full", "sources", "oracle"}
     assert survival["baselines"]["oracle"]["cox_error"] == 0.0
 
 

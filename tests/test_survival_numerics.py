@@ -95,10 +95,26 @@ def test_c_index_agrees_with_scikit_survival_and_lifelines():
     from sksurv.metrics import concordance_index_censored
 
     rng = np.random.default_rng(2)
-    time, event, risk = rng.exponential(1, 300), rng.random(300) < 0.6, rng.normal(size=300)
+    # times on a coarse grid and rounded risks: tied times (an event and a censoring at the same time are
+    # comparable) and tied risks (½) both occur
+    time, event, risk = np.ceil(4 * rng.exponential(1, 300)), rng.random(300) < 0.6, np.round(rng.normal(size=300), 1)
+    assert np.any((time[:, None] == time[None, :]) & event[:, None] & ~event[None, :])
     ours = harrell_c(time, event, risk)
     assert ours == pytest.approx(concordance_index_censored(event, time, risk)[0], abs=1e-12)
     assert ours == pytest.approx(concordance_index(time, -risk, event), abs=1e-12)
+
+
+def test_stratified_c_index_is_the_pair_weighted_mean_of_the_groups():
+    """With groups, only pairs within a group count: the pooled C is Σ_g C_g·pairs_g / Σ_g pairs_g."""
+    rng = np.random.default_rng(5)
+    time, event, risk = rng.exponential(1, 200), rng.random(200) < 0.7, rng.normal(size=200)
+    groups = np.arange(200) % 2
+    pairs = [np.sum(event[g == groups][:, None] & (time[g == groups][:, None] < time[g == groups][None, :]))
+             for g in (0, 1)]
+    within = [harrell_c(time[groups == g], event[groups == g], risk[groups == g]) for g in (0, 1)]
+    expected = np.dot(within, pairs) / np.sum(pairs)
+    assert harrell_c(time, event, risk, groups) == pytest.approx(expected, abs=1e-12)
+    assert harrell_c(time, event, risk, groups) != pytest.approx(harrell_c(time, event, risk), abs=1e-4)
 
 
 def cox_sample(n: int = 300, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,3 +151,38 @@ def test_partial_likelihood_gradient_matches_autograd_and_finite_differences():
     np.testing.assert_allclose(score, fd, rtol=1e-6)
     hessian = torch.autograd.functional.hessian(lambda q: partial_log_likelihood(q, xt, tt, et), b.detach())
     np.testing.assert_allclose(information, -hessian.numpy(), rtol=1e-9)
+
+
+def test_breslow_ties_by_brute_force():
+    """On times with ties, ℓ(β) (torch and closed form) equals the sum over events written out with explicit risk
+    sets {j : t_j ≥ t_i}, and the closed-form score and information equal torch's autograd."""
+    x, time, event = cox_sample(80, 6)
+    time = np.ceil(4 * time)  # a handful of distinct times: many ties among events and censorings
+    beta = np.array([0.4, -0.3, 0.2])
+    eta = x @ beta
+    brute = sum(eta[i] - np.log(np.sum(np.exp(eta[time >= time[i]]))) for i in np.flatnonzero(event))
+    xt, tt, et = (torch.as_tensor(a, dtype=torch.float64) for a in (x, time, event))
+    b = torch.tensor(beta, requires_grad=True)
+    value = partial_log_likelihood(b, xt, tt, et)
+    loglik, score, information = score_and_information(beta, x, time, event)
+    assert float(value.detach()) == pytest.approx(brute, rel=1e-12)
+    assert loglik == pytest.approx(brute, rel=1e-12)
+    np.testing.assert_allclose(score, torch.autograd.grad(value, b)[0].numpy(), rtol=1e-10)
+    hessian = torch.autograd.functional.hessian(lambda q: partial_log_likelihood(q, xt, tt, et), b.detach())
+    np.testing.assert_allclose(information, -hessian.numpy(), rtol=1e-9)
+
+
+def test_breslow_survival_functions_match_lifelines():
+    """S(t | x) = exp(−Ĥ₀(t) exp(xᵀβ)) with Breslow's Ĥ₀ equals lifelines' predicted survival at the same β."""
+    import pandas as pd
+    from lifelines import CoxPHFitter
+
+    from ddspec.components.survival.cox import survival_functions
+
+    x, time, event = cox_sample()
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(T=time, E=event.astype(int))
+    fitted = CoxPHFitter(penalizer=0.0).fit(frame, "T", "E")
+    at = np.sort(time[event])[[5, 50, 100, 150]]  # event times: lifelines interpolates linearly between them
+    expected = fitted.predict_survival_function(frame[["a", "b", "c"]].iloc[:20], times=at).to_numpy().T
+    ours = survival_functions(fitted.params_.to_numpy(), x, time, event, x[:20], at)
+    np.testing.assert_allclose(ours, expected, atol=1e-6)

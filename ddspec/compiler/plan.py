@@ -73,7 +73,7 @@ class Plan:
         if self.analysis.has("model:closed_form") and not ev.models:
             recipe = "fitted in closed form"
         elif estimator:
-            recipe = "fitted by the library with random_state = seed"
+            recipe = p.train.describes_fit()
         elif all(MODELS.has(m, "categorical") for m in ev.models or [p.model]):
             recipe = "fitted by scikit-learn to the records' codes (random_state = seed)"
         lines.append(

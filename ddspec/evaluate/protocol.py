@@ -16,7 +16,7 @@ label-free points by the PDE residual instead (:func:`ddspec.evaluate.pde.fit_pi
 held-out boundary condition.
 
 A categorical model family (model capability ``categorical``: naive Bayes, one-hot logistic regression, a decision
-tree on data ``bayes_net`` or ``categorical_csv``) is fitted by scikit-learn to D̂'s codes (the tree with
+tree, on data with capability ``categorical``) is fitted by scikit-learn to D̂'s codes (the tree with
 ``random_state = seed``; :mod:`ddspec.components.categorical.classifiers`), no epochs.
 
 A train kind with capability ``estimator`` (``train: sklearn``) is the model family itself: without

@@ -230,7 +230,7 @@ class StatisticsTask(TaskBase):
         if not analysis.has("data:categorical"):
             yield Finding("TASK_NEEDS_CATEGORICAL", "task", f"task `{self.kind}` counts categorical records, and "
                           f"data `{analysis.kind('data')}` is not categorical",
-                          "use data: {kind: bayes_net} or {kind: categorical_csv}")
+                          "use data: {kind: bayes_net}, {kind: categorical_csv} or {kind: survival_categorical}")
 
 
 @TASKS.register(capabilities=("statistics",))

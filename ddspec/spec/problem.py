@@ -41,6 +41,7 @@ from ddspec.spec import (  # noqa: F401  (register kinds)
     regularizer,
     risk,
     survival,
+    survival_categorical,
     task,
     train,
 )

@@ -1,8 +1,10 @@
 """Censored survival data from several sources with intersecting columns: the kinds this case study adds.
 
 - ``data: {kind: survival}``: a patient table (scikit-survival's GBSG2, WHAS500, ACTG320 ``aids``, veterans,
-  flchain, or a CSV with time and event columns) split into a held-out test set (all columns) and ``sources``, each
-  seeing only its ``columns``; records are (covariates, time, event), right-censored;
+  flchain; lifelines' NCCTG ``lung`` and ``actg175``; or a CSV with time and event columns) split into a held-out
+  test set (all columns) and ``sources``, each seeing only its ``columns``; a source may instead name a table of its
+  own (another study) with a ``column_map`` onto the shared names; records are (covariates, time, event),
+  right-censored, with the event coding declared (``event_values``);
 - ``train: {kind: cox}``: the Cox proportional-hazards fit (Breslow partial likelihood, Newton in torch), the model
   family the evaluation fits on D̂ and scores by the C-index on the test patients;
 - ``task: {kind: survival_analyses}``: the analyses D̂ must reproduce (nested registry
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -32,8 +35,11 @@ from ddspec.spec.train import TrainBase
 if TYPE_CHECKING:
     from ddspec.analysis.facts import Analysis
 
-#: Patients of each built-in table (scikit-survival), for ``describe`` without loading.
-SIZES = {"gbsg2": 686, "whas500": 500, "aids": 1151, "veterans": 137, "flchain": 7874}
+#: The built-in tables: scikit-survival's loaders and the tables shipped with lifelines (``lung``: NCCTG lung
+#: cancer; ``actg175``: the ACTG 175 trial), and ``csv`` (a file).
+TableName = Literal["gbsg2", "whas500", "aids", "veterans", "flchain", "lung", "actg175", "csv"]
+#: Patients of each built-in table, for ``describe`` without loading.
+SIZES = {"gbsg2": 686, "whas500": 500, "aids": 1151, "veterans": 137, "flchain": 7874, "lung": 228, "actg175": 2139}
 #: The covariates of each built-in table, for the well-posedness checks without loading (flchain's ``chapter`` is
 #: missing for most patients and ``creatinine`` for some: choose columns without missing values).
 COLUMNS = {
@@ -44,15 +50,76 @@ COLUMNS = {
     "veterans": ("Age_in_years", "Celltype", "Karnofsky_score", "Months_from_Diagnosis", "Prior_therapy",
                  "Treatment"),
     "flchain": ("age", "chapter", "creatinine", "flc.grp", "kappa", "lambda", "mgus", "sample.yr", "sex"),
+    "lung": ("inst", "age", "sex", "ph.ecog", "ph.karno", "pat.karno", "meal.cal", "wt.loss"),
+    "actg175": ("age", "wtkg", "hemo", "homo", "drugs", "karnof", "oprior", "z30", "zprior", "preanti", "race",
+                "gender", "str2", "strat", "symptom", "treat", "offtrt", "cd40", "cd420", "cd496", "r", "cd80", "cd820",
+                "arms"),
 }
 
 
 class SurvivalSource(SpecModel):
-    """One source: a name, the covariates it records, and its share of the training patients."""
+    """One source: a name, the covariates it records (by their shared names), and where its patients come from.
+
+    ``dataset`` None: the data's table, whose training patients the sources without a table of their own divide in
+    proportion to their ``fraction``. A ``dataset`` of its own (another study): all of that table's patients but
+    its held-out share; ``column_map`` then maps shared names onto that table's columns ({shared: its column}),
+    ``time_column``/``event_column`` name its outcome (None: the table's own), ``event_values`` say which value
+    of the event column is an event and which a censoring, and ``time_scale`` converts its times to the shared
+    unit."""
 
     name: str = Field(min_length=1)
-    columns: list[str] = Field(min_length=1, description="The covariates this source records.")
-    fraction: PositiveFloat = Field(1.0, description="Relative share of the training patients.")
+    columns: list[str] = Field(min_length=1, description="The covariates this source records (shared names).")
+    fraction: PositiveFloat = Field(1.0, description="Relative share of its table's training patients.")
+    dataset: TableName | None = Field(None, description="Its own table (another study); None: the data's table.")
+    path: str | None = Field(None, description="The CSV file (dataset: csv).")
+    column_map: dict[str, str] = Field(default_factory=dict, description="Shared name → the column of its table "
+                                       "that records it (columns not named here keep their name).")
+    time_column: str = Field("time", description="The time column of its CSV (a built-in table knows its own).")
+    event_column: str = Field("event", description="The event column of its CSV (a built-in table knows its own).")
+    event_values: tuple[float | str, float | str] = Field((1, 0), description="(the event column's value for an "
+                                                          "event, its value for a censoring); any other is an error "
+                                                          "(scikit-survival's tables have boolean events: unused).")
+    time_scale: PositiveFloat = Field(1.0, description="Multiplies its times into the shared unit (e.g. 30.44 for "
+                                      "months to days).")
+
+    @model_validator(mode="after")
+    def _table(self) -> SurvivalSource:
+        if (self.dataset == "csv") != (self.path is not None):
+            raise ValueError("give `path` exactly when the source's dataset is csv")
+        if self.dataset is None and (self.column_map or self.time_scale != 1.0 or self.event_values != (1, 0)
+                                     or (self.time_column, self.event_column) != ("time", "event")):
+            raise ValueError("column_map, time_column, event_column, event_values and time_scale belong to a source "
+                             "with a dataset of its own (the data's table takes them from the data section)")
+        return self
+
+    def table_column(self, name: str) -> str:
+        """The column of its table that records the shared column ``name``."""
+        return self.column_map.get(name, name)
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A table the sources' patients come from: where it is, how its outcome is coded, and which sources (indices
+    into ``data.sources``) draw from it, with each source's map of shared names onto its columns."""
+
+    dataset: str
+    path: str | None
+    time_column: str
+    event_column: str
+    event_values: tuple[float | str, float | str]
+    time_scale: float
+    sources: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        return self.path if self.dataset == "csv" else self.dataset
+
+    def patients(self) -> int:
+        """Rows of the table (counted in a CSV without parsing it)."""
+        if self.dataset != "csv":
+            return SIZES[self.dataset]
+        path = Path(self.path)
+        return max(sum(1 for _ in path.open()) - 1, 0) if path.is_file() else 0
 
 
 def gbsg2_sources() -> list[SurvivalSource]:
@@ -65,25 +132,31 @@ def gbsg2_sources() -> list[SurvivalSource]:
 
 @DATA.register(builder="ddspec.components.survival.data:build_survival", capabilities=("survival",))
 class SurvivalData(DataBase):
-    """Right-censored patients (covariates, time, event) from ``sources`` with intersecting columns. Split
-    (numpy ``default_rng(seed)``): a random ``test_fraction`` of the patients is the test set with every column;
-    the rest is divided among the sources in proportion to their ``fraction``, each seeing only its ``columns``.
-    Categorical covariates (non-numeric, or named in ``categorical``) are level codes 0..L−1. ``dataset: csv`` reads
-    ``path`` with ``time_column`` and ``event_column`` (1 = event, 0 = censored)."""
+    """Right-censored patients (covariates, time, event) from ``sources`` with intersecting columns. Each table
+    (the data's ``dataset``, and the ``dataset`` of each source that names its own) is split with numpy
+    ``default_rng(seed)``: a random ``test_fraction`` of its patients is held out with every column its sources
+    record; the data's table's other patients are divided among the sources without a table of their own in
+    proportion to their ``fraction``, a source's own table's go to that source; each source sees only its
+    ``columns``. Categorical covariates (non-numeric, or named in ``categorical``) are level codes 0..L−1 over the
+    levels of every table. ``dataset: csv`` reads ``path`` with ``time_column`` and ``event_column``, whose
+    ``event_values`` are (event, censored)."""
 
     ARRAY_FIELDS: ClassVar[dict[str, str]] = {"x_train": "sources", "x_test": "sources"}
     kind: Literal["survival"] = "survival"
-    dataset: Literal["gbsg2", "whas500", "aids", "veterans", "flchain", "csv"] = "gbsg2"
+    dataset: TableName = "gbsg2"
     path: str | None = Field(None, description="The CSV file (dataset: csv).")
-    time_column: str = "time"
-    event_column: str = "event"
+    time_column: str = Field("time", description="The time column of a CSV (a built-in table knows its own).")
+    event_column: str = Field("event", description="The event column of a CSV (a built-in table knows its own).")
+    event_values: tuple[float | str, float | str] = Field((1, 0), description="(the event column's value for an "
+                                                          "event, its value for a censoring); any other is an error.")
     categorical: list[str] = Field(default_factory=list, description="Numeric columns that code categories (their "
                                    "sorted values become levels); non-numeric columns are categorical anyway.")
     sources: list[SurvivalSource] = Field(default_factory=gbsg2_sources, min_length=1)
     test_fraction: Fraction = Field(0.3, description="Share of the patients held out with all columns.")
     seed: NonNegativeInt = Field(0, description="Seed of the split.")
     drop_incomplete: bool = Field(False, description="Leave out the patients with a missing covariate (among the "
-                                  "sources' columns) or a missing or non-positive time, instead of refusing the table.")
+                                  "sources' columns), a missing event or a missing or non-positive time, instead of "
+                                  "refusing the table.")
 
     @model_validator(mode="after")
     def _path(self) -> SurvivalData:
@@ -94,36 +167,61 @@ class SurvivalData(DataBase):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must differ, got {names}")
+        own = [(s.dataset, s.path) for s in self.sources if s.dataset is not None]
+        if len(set(own)) != len(own):
+            raise ValueError("two sources name the same table of their own; sources that divide a table leave "
+                             "`dataset` unset and take the data's")
         return self
 
-    def patients(self) -> int:
-        """Rows of the table (counted in a CSV without parsing it)."""
-        if self.dataset != "csv":
-            return SIZES[self.dataset]
-        path = Path(self.path)
-        return max(sum(1 for _ in path.open()) - 1, 0) if path.is_file() else 0
+    def tables(self) -> list[SourceTable]:
+        """The data's table (when a source draws from it), then each source's own, in the sources' order."""
+        shared = tuple(i for i, s in enumerate(self.sources) if s.dataset is None)
+        out = [SourceTable(self.dataset, self.path, self.time_column, self.event_column, self.event_values, 1.0,
+                           shared)] if shared else []
+        return out + [SourceTable(s.dataset, s.path, s.time_column, s.event_column, s.event_values, s.time_scale,
+                                  (i,)) for i, s in enumerate(self.sources) if s.dataset is not None]
 
     def columns(self) -> list[str]:
         """The union of the sources' columns, in order."""
         return list(dict.fromkeys(c for s in self.sources for c in s.columns))
 
     def describe(self) -> DataInfo:
-        n = self.patients()
-        test = round(n * self.test_fraction)
-        return DataInfo(f"survival:{self.dataset}", (len(self.columns()),), 0, (n - test,), test,
+        tables = self.tables()
+        n = sum(t.patients() for t in tables)
+        test = sum(round(t.patients() * self.test_fraction) for t in tables)
+        name = "+".join(t.label for t in tables) if len(tables) > 1 else tables[0].label
+        return DataInfo(f"survival:{name}", (len(self.columns()),), 0, (n - test,), test,
                         targets="survival", target_dim=2)
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         columns = self.columns()
         for i, source in enumerate(self.sources):
-            unknown = [c for c in source.columns if self.dataset in COLUMNS and c not in COLUMNS[self.dataset]]
+            dataset = source.dataset or self.dataset
+            unknown = [source.table_column(c) for c in source.columns
+                       if dataset in COLUMNS and source.table_column(c) not in COLUMNS[dataset]]
             if unknown:
-                yield Finding("UNKNOWN_COLUMN", f"data.sources.{i}.columns", f"{self.dataset} has no column "
-                              f"`{unknown[0]}`", f"use columns of: {', '.join(COLUMNS[self.dataset])}")
+                yield Finding("UNKNOWN_COLUMN", f"data.sources.{i}.columns", f"{dataset} has no column "
+                              f"`{unknown[0]}`", f"use columns of: {', '.join(COLUMNS[dataset])}"
+                              + (", or map the shared name onto one in column_map" if source.dataset else ""))
+            for name in source.column_map:
+                if name not in source.columns:
+                    yield Finding("UNKNOWN_COLUMN", f"data.sources.{i}.column_map", f"column_map maps `{name}`, "
+                                  f"which source `{source.name}` does not list", f"add `{name}` to its columns or "
+                                  "remove it from the map")
             if set(source.columns) == set(columns) and len(self.sources) > 1:
                 yield Finding("SOURCE_SEES_ALL", f"data.sources.{i}", f"source `{source.name}` records every "
                               "column, so there is nothing to merge", "drop the columns it does not record", "warning")
         yield from _unknown_columns(self.categorical, self, "data.categorical")
+        if "dataset" in self.model_fields_set and all(s.dataset is not None for s in self.sources):
+            yield Finding("DATASET_UNUSED", "data.dataset", f"every source names a table of its own, so data.dataset "
+                          f"`{self.dataset}` is not read", "remove data.dataset", "warning")
+        for i, source in enumerate(self.sources):
+            others = {c for s in self.sources if s is not source for c in s.columns}
+            if len(self.sources) > 1 and not others & set(source.columns):
+                yield Finding("NOTHING_SHARED", f"data.sources.{i}.columns", f"source `{source.name}` shares no "
+                              "column with the other sources, so nothing links its patients to theirs but the "
+                              "network's structure", "give it a covariate another source records (for a table of its "
+                              "own, map that column onto the shared name in column_map)", "warning")
         if analysis.problem.evaluate.baselines:
             yield Finding("SURVIVAL_BASELINES", "evaluate.baselines", "the protocol's baselines draw rows of the "
                           "sources, whose missing columns they would read as values; the survival backend measures "
@@ -151,6 +249,10 @@ class CoxTrain(TrainBase):
     def describes_model(self) -> str | None:
         return f"a Cox proportional-hazards fit (ridge {self.penalizer:g}; {self.solver}, no gradient in D̂)"
 
+    def describes_fit(self) -> str | None:
+        fit = "Newton's method" if self.solver == "newton" else "lifelines' CoxPHFitter"
+        return f"fitted by {fit} (deterministic: every seed gives the same model)"
+
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         if not analysis.has("data:survival"):
             yield Finding("COX_NEEDS_SURVIVAL", "train", f"train `{self.kind}` fits censored survival times, and data "
@@ -169,6 +271,14 @@ class AnalysisBase(SpecModel):
     def check(self, data: SurvivalData, path: str) -> Iterable[Finding]:
         """Findings about columns and sources the analysis names."""
         return ()
+
+    def curve_grid(self) -> tuple[int, float] | None:
+        """(points, horizon quantile) of the time grid its curves are compared on; None: it compares no curves."""
+        return None
+
+    def query_evidence(self, data: SurvivalData) -> list[list[str]]:
+        """The evidence sets of the conditionals it queries (none by default)."""
+        return []
 
 
 SURVIVAL_ANALYSES.base = AnalysisBase
@@ -200,6 +310,9 @@ class SurvivalCurveAnalysis(AnalysisBase):
     def check(self, data: SurvivalData, path: str) -> Iterable[Finding]:
         yield from _unknown_columns(self.strata, data, f"{path}.strata")
 
+    def curve_grid(self) -> tuple[int, float] | None:
+        return self.points, self.horizon
+
 
 @SURVIVAL_ANALYSES.register(builder="ddspec.components.survival.analyses:CoxCoefficients")
 class CoxCoefficientsAnalysis(AnalysisBase):
@@ -224,9 +337,10 @@ class CoxCoefficientsAnalysis(AnalysisBase):
 @SURVIVAL_ANALYSES.register(builder="ddspec.components.survival.analyses:BnConditionals")
 class BnConditionalsAnalysis(AnalysisBase):
     """Conditionals P(O = 1 | x_E = e) of a discrete Bayesian network over the covariates (numeric ones in ``bins``
-    quantile bins) and the outcome O = 1[T ≤ τ], for each evidence set E and each configuration e. On D the
-    network is fitted by EM over the stacked sources (missing columns and outcomes censored before τ are latent);
-    on D̂ by counts (EM for D̂'s own censorings). Prior: BDeu with equivalent sample size ``ess``. ``structure``:
+    quantile bins) and the outcome O = 1[T ≤ τ], for each evidence set E and each configuration e. Every patient
+    is weighted by inverse probability of censoring (1/Ĝ(t−) for an event by τ, 1/Ĝ(τ) past τ, 0 for a censoring
+    by τ, whose outcome is unknown); on D the network is fitted by EM over the stacked sources (the columns a
+    source lacks are latent), on D̂ by weighted counts. Prior: BDeu with equivalent sample size ``ess``. ``structure``:
     parents per node (covariates and ``outcome``); None: every covariate's parent is the outcome. ``evidence``
     None: one unshared column of the first source, one of the second, and both (within A, within B, across).
     Distance: Σ_e P_D(e)·TV(P_D̂(O | e), P_D(O | e)), the largest over the evidence sets."""
@@ -251,6 +365,9 @@ class BnConditionalsAnalysis(AnalysisBase):
 
     def scenarios(self, data: SurvivalData) -> list[str]:
         return [f"bn_conditionals[{','.join(e)}]" for e in self.evidence_sets(data)]
+
+    def query_evidence(self, data: SurvivalData) -> list[list[str]]:
+        return self.evidence_sets(data)
 
     def check(self, data: SurvivalData, path: str) -> Iterable[Finding]:
         for names in self.evidence_sets(data):

@@ -31,6 +31,10 @@ class TrainBase(SpecModel):
         """The model family in words, when this procedure is the model family itself (None: ``model`` is)."""
         return None
 
+    def describes_fit(self) -> str | None:
+        """How the evaluation fits this procedure's own model family, in words (None: ``model`` is the family)."""
+        return None
+
     def active_regularizers(self) -> list[RegularizerBase]:
         """The regularizers its training loss carries that are computed (λ > 0); none by default."""
         return []
@@ -138,6 +142,9 @@ class SklearnTrain(TrainBase):
 
     def describes_model(self) -> str | None:
         return f"scikit-learn {self.estimator} (fitted by the library; no gradient)"
+
+    def describes_fit(self) -> str | None:
+        return "fitted by the library with random_state = seed"
 
     def findings(self, analysis: Analysis) -> Iterable[Finding]:
         """The estimator is the model family (``model`` must be unset); it must fit the data's targets, and

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 #: Facts the backend needs, with what to say when one is missing.
 REQUIRED = (
-    ("data:categorical", "data", "is not categorical (data: {kind: bayes_net} or {kind: categorical_csv})"),
+    ("data:categorical", "data",
+     "is not categorical (data: {kind: bayes_net}, categorical_csv or survival_categorical)"),
     ("task:statistics", "task", "does not preserve counts of records (task: {kind: marginals})"),
     ("optimize:integer", "optimize", "is not the integer program (optimize: {kind: milp})"),
 )

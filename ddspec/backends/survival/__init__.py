@@ -3,7 +3,8 @@ intersecting columns (data ``survival``, task ``survival_analyses``).
 
 D̂ = n̂ complete patients (every covariate of the union of the sources, a time, an event). It starts at n̂ random
 training patients (drawn from the stacked sources), their missing covariates imputed by the EM-fused Bayesian
-network. Every objective evaluation maps the learned vector S = (z, u, s) — covariates held standardized, the
+network, each event score at s = ±σ (the smoothing scale, so that perturbations flip events). Every objective
+evaluation maps the learned vector S = (z, u, s) — covariates held standardized, the
 standardized log time u and an event score s — to a valid table (categorical covariates rounded to their levels,
 numeric ones clipped to the training range, t = exp(μ_log t + σ_log t·u) clipped likewise, event = 1[s > 0]) and
 computes

@@ -26,8 +26,10 @@ from ddspec.runtime.context import RunContext
 class Records:
     """The learned vector S = (z, u, s) ↔ complete tables (see the package docstring)."""
 
-    def __init__(self, data: SurvivalDataset, synthetic: SyntheticSet, start: Table) -> None:
-        """``synthetic`` holds the start's covariates; the outcome leaf (u, s) is made of its times and events."""
+    def __init__(self, data: SurvivalDataset, synthetic: SyntheticSet, start: Table, event_scale: float) -> None:
+        """``synthetic`` holds the start's covariates; the outcome leaf (u, s) is made of its times and events, the
+        event score s = ±``event_scale`` (the smoothing σ: a perturbation flips an event with probability
+        P(N(0, 1) > 1) ≈ 0.16, so the smoothed objective sees the events; a score far beyond σ would freeze them)."""
         self.data, self.synthetic = data, synthetic
         train = data.train_table()
         log_t = np.log(train.time)
@@ -36,7 +38,8 @@ class Records:
         self.mean, self.std = synthetic.mean.numpy(), synthetic.std.numpy()
         self.shape = tuple(synthetic.z.shape)
         u = (np.log(start.time) - self.log_mean) / self.log_std
-        self.outcome = torch.tensor(np.stack([u, np.where(start.event, 1.0, -1.0)], 1), requires_grad=True)
+        s = np.where(start.event, event_scale, -event_scale)
+        self.outcome = torch.tensor(np.stack([u, s], 1), requires_grad=True)
 
     def vector(self) -> torch.Tensor:
         return torch.cat([self.synthetic.z.detach().reshape(-1), self.outcome.detach().reshape(-1)])
@@ -88,7 +91,7 @@ the current table (``loss``, one more evaluation per step) and the mean of the s
     start = starting_table(data, ctx.analysis.n_synthetic, rng)
     y0 = torch.as_tensor(np.stack([start.time, start.event.astype(float)], 1))
     synthetic = SyntheticSet.starting_at(p, data, torch.as_tensor(start.x), y0, torch.float64)
-    records = Records(data, synthetic, start)
+    records = Records(data, synthetic, start, opt.sigma)
     values = values_of(records, analyses, risk)
     fix = f"lower optimize.lr (now {opt.lr:g}) or optimize.sigma (now {opt.sigma:g})"
     step, loop = ctx.outer({"x": synthetic.z, "outcome": records.outcome},

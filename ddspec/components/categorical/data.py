@@ -1,4 +1,5 @@
-"""Categorical records as a :class:`Dataset` (data ``bayes_net`` and ``categorical_csv``).
+"""Categorical records as a :class:`Dataset` (data ``bayes_net``, ``categorical_csv`` and
+``survival_categorical``).
 
 The inputs are the integer codes (as float32) of every attribute but the label, in table order; the targets the
 label's codes (int64). The table's names ride along, so D̂'s records can be written with their category names.

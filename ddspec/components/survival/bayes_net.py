@@ -11,7 +11,8 @@ missing values (−1: a column its source lacks, or an outcome its
 censoring hides) contributes expected counts: EM's E-step gives it the posterior P(x_miss | x_obs, θ) over every
 configuration of its missing nodes, computed exactly from the joint table (enumeration); the M-step is the formula
 above with N the expected counts. Each iteration does not decrease the weighted log-likelihood plus the log
-prior; it stops when the log-likelihood gains less than ``tol`` per row. Queries P(x_t | x_E = e) are ratios of sums of the joint table.
+prior; it stops when the log-likelihood gains less than ``tol`` per row. Queries P(x_t | x_E = e) are ratios of
+sums of the joint table.
 The joint table has Π r_i cells, which bounds the network's size (:data:`MAX_CELLS`).
 """
 
@@ -71,7 +72,8 @@ class BayesNet:
             values = tuple(codes[rows][:, obs].T)
             view = np.moveaxis(joint, obs, range(len(obs)))[values]  # rows x (missing nodes' states)
             mass = view.reshape(len(view), -1).sum(1)
-            posterior = view / mass.reshape(-1, *[1] * (view.ndim - 1)) * weights[rows].reshape(-1, *[1] * (view.ndim - 1))
+            trailing = [1] * (view.ndim - 1)
+            posterior = view / mass.reshape(-1, *trailing) * weights[rows].reshape(-1, *trailing)
             np.add.at(np.moveaxis(counts, obs, range(len(obs))), values, posterior)
             loglik += float(np.sum(weights[rows] * np.log(mass)))
         return counts, loglik

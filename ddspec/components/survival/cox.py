@@ -6,7 +6,8 @@ With risk scores η_i = x_iᵀβ and risk sets R(t_i) = {j : t_j ≥ t_i},
     ℓ(β) = Σ_i δ_i [η_i − log Σ_{j ∈ R(t_i)} exp η_j]        (Breslow's partial log-likelihood)
 
 is concave in β; the fit minimizes L(β) = −ℓ(β)/n + (λ/2)‖β‖² by Newton steps with backtracking (the score and
-information in closed form, equal to torch's autograd of :func:`partial_log_likelihood`). Without tied event times Breslow's and Efron's ℓ agree. The baseline cumulative
+information in closed form, equal to torch's autograd of :func:`partial_log_likelihood`). Without tied event
+times Breslow's and Efron's ℓ agree. The baseline cumulative
 hazard is Ĥ₀(t) = Σ_{t_i ≤ t, δ_i = 1} 1 / Σ_{j ∈ R(t_i)} exp η_j and S(t | x) = exp(−Ĥ₀(t) exp(xᵀβ)). A censored
 patient contributes to every risk set up to its time and to no numerator.
 """
@@ -113,11 +114,15 @@ def survival_functions(beta: np.ndarray, x_fit: np.ndarray, time: np.ndarray, ev
     return np.exp(-np.exp(x @ beta)[:, None] * h0[None, :])
 
 
-def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C: over the comparable pairs (t_i < t_j, δ_i = 1), the fraction with risk_i > risk_j (ties in
-    risk count ½); 0.5 when no pair is comparable."""
+def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Harrell's C: over the comparable pairs — δ_i = 1 and t_i < t_j, or t_i = t_j with δ_j = 0 (an event precedes a
+    censoring at the same time) — the fraction with risk_i > risk_j (ties in risk count ½); 0.5 when no pair is
+    comparable. With ``groups``, only pairs within the same group are compared (a stratified C)."""
     time, event, risk = np.asarray(time, float), np.asarray(event, bool), np.asarray(risk, float)
-    comparable = event[:, None] & (time[:, None] < time[None, :])
+    later = (time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :])
+    comparable = event[:, None] & later
+    if groups is not None:
+        comparable &= np.asarray(groups)[:, None] == np.asarray(groups)[None, :]
     if not comparable.any():
         return 0.5
     score = (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])
