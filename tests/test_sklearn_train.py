@@ -192,7 +192,7 @@ def test_explain_describes_the_estimator() -> None:
     from ddspec.analysis.facts import analyse
 
     problem = load({**BASE, "optimize": {"kind": "select"}})
-    plan = Plan(problem, analyse(problem), "x", "", {}, {}, [], Estimate(0, 0.0))
+    plan = Plan(problem, analyse(problem), "coreset", "", {}, {}, [], Estimate(0, 0.0))
     text = plan.explain()
     assert "scikit-learn decision_tree (fitted by the library; no gradient)" in text
     assert "evaluate    sklearn x seeds" in text and "random_state = seed" in text
