@@ -2,7 +2,8 @@
 
 Without torchrun (no ``WORLD_SIZE`` in the environment, or 1) a run is one process and this section changes
 nothing. Under ``torchrun --nproc_per_node=N`` every rank holds the whole D̂; a backend's parallel units (the
-bilevel backend's scenarios ω, the zero-order backend's objective evaluations) and the evaluation's
+bilevel backend's scenarios ω, the zero-order backend's objective evaluations, the matching backend's classes, the
+collocation backend's boundary conditions) and the evaluation's
 (model, seed) runs are assigned to ranks by :meth:`DistributedSpec.shares`; every rank gathers the others'
 results and takes the identical step. The torch side is :mod:`ddspec.runtime.distributed`.
 """

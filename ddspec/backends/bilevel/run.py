@@ -96,7 +96,7 @@ def outer_step(ctx: RunContext, learned: Learned, objective: Objective, hyper: H
             loss, g = hyper(model, data, outer, params0)
         return loss, torch.cat([gi.reshape(-1) for gi in g])
 
-    total, combined = ctx.ranks.risk_gradient(p.scenarios.inits, scenario, risk.over_scenarios, "a bilevel step")
+    total, combined, _ = ctx.ranks.risk_gradient(p.scenarios.inits, scenario, risk.over_scenarios, "a bilevel step")
     objective.advance()
     leaves = learned.inner_data(p.train.lr, p.train.steps, []).leaves()
     torch.autograd.backward(leaves, [part.reshape(leaf.shape) for leaf, part in

@@ -71,6 +71,13 @@ class CollocationBackend(Backend):
             return {}
         return {**HYPERGRADIENT_DEFAULTS, "distance": analysis.problem.task.default_distance()}
 
+    def parallel(self, analysis: Analysis) -> tuple[str, int] | None:
+        """The scenarios of an outer step, the BCs (``data.train_bcs`` with data, then ``task.physics_bcs``): each
+        rank measures its share on the inner PINN every rank fits (a selection splits nothing)."""
+        if analysis.has("optimize:selection"):
+            return None
+        return "boundary conditions", analysis.problem.data.train_bcs + analysis.problem.task.physics_bcs
+
     def estimate(self, analysis: Analysis) -> Estimate:
         """Per iteration: F features' second derivatives at the M points (about 12·D FLOPs per feature and point
         with the forward-over-reverse Hessian), an F x F solve, the field of every data BC on its grid and the

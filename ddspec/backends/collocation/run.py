@@ -3,6 +3,8 @@
 Randomness: the initial points, the inner PINN of every iteration (random features, or the initialisation of the
 tangent PINN), the physics BCs and RAD's pools come from ``ctx.generator`` (checkpointed with the points and the
 optimizer, so a resumed run continues bit for bit); the RAD baseline's PINN is initialised from ``runtime.seed``.
+Under torchrun every rank makes these draws alike, and the scenarios (BCs) of an iteration are split across the
+ranks (:func:`step`).
 """
 
 from __future__ import annotations
@@ -98,14 +100,28 @@ class Points:
 
 def step(ctx: RunContext, points: Points, objective: FieldObjective, risk: RiskMeasure) -> dict[str, float]:
     """One outer iteration's objective: the inner PINN (``train.inner``, fresh draws) fitted in closed form on the
-    points, the scenario losses and R_ω of them; accumulates ∇_z R_ω into ``points.z.grad``. Returns the recorded
-    values."""
-    measured, physics = objective.losses(fit_inner(ctx, points.x), ctx.generator)
-    total = risk.over_scenarios(torch.cat([measured, physics]))
-    total.backward()
-    physics_mean = float(physics.detach().mean()) if len(physics) else 0.0
-    return {"loss": float(total.detach()), "data_rel_l2": float(measured.detach().mean()),
-            "physics_residual": physics_mean}
+    points, and the physics BCs drawn (every rank draws both from the run's generator). Per scenario s (this rank's
+    BCs, under torchrun) d_s and its gradient g_s in the fitted coefficients c (w, or Δ); R_ω's weights w_s =
+    ∂R/∂d_s combine them into Σ_s w_s g_s (``ctx.ranks.risk_gradient``: gathered in scenario order); the chain
+    rule through the closed-form fit to the points runs once, accumulating ∇_z R_ω into ``points.z.grad``.
+    Returns the recorded values."""
+    fitted = fit_inner(ctx, points.x)
+    coefficients = fitted.coefficients()
+    leaves = [c.detach().requires_grad_(True) for c in coefficients]
+    at, physics = fitted.with_coefficients(leaves), objective.draw_physics(ctx.generator)
+
+    def scenario(s: int) -> tuple[float, torch.Tensor]:
+        d = objective.loss(at, s, physics)
+        grads = torch.autograd.grad(d, leaves, allow_unused=True, materialize_grads=True)
+        return float(d.detach()), torch.cat([g.reshape(-1) for g in grads])
+
+    total, combined, losses = ctx.ranks.risk_gradient(objective.count, scenario, risk.over_scenarios,
+                                                      "a collocation step")
+    torch.autograd.backward(coefficients, [part.reshape(c.shape) for c, part in
+                                           zip(coefficients, combined.split([c.numel() for c in coefficients]))])
+    b = objective.data_bcs
+    return {"loss": total, "data_rel_l2": float(losses[:b].mean()),
+            "physics_residual": float(losses[b:].mean()) if len(losses) > b else 0.0}
 
 
 def setup(ctx: RunContext) -> tuple[Points, FieldObjective, RiskMeasure]:

@@ -22,11 +22,17 @@ if TYPE_CHECKING:
 
 
 class InnerPinn(Protocol):
-    """A fitted inner PINN: its values and its residual at N points z (N, coords), a (N, K) -> (N,)."""
+    """A fitted inner PINN: its values and its residual at N points z (N, coords), a (N, K) -> (N,); its fitted
+    coefficients c (w, or Δ: the only part that depends on D̂'s points) and the same PINN with other coefficients
+    (e.g. detached leaves: the scenarios are differentiated in c, then the chain rule to the points runs once)."""
 
     def solution(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor: ...
 
     def residual(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor: ...
+
+    def coefficients(self) -> list[torch.Tensor]: ...
+
+    def with_coefficients(self, coefficients: list[torch.Tensor]) -> InnerPinn: ...
 
 
 def evaluated_model(problem: Any) -> Any:

@@ -40,23 +40,36 @@ class FieldObjective:
     physics_bcs: int
     physics_grid: torch.Tensor
 
-    def losses(self, fitted: InnerPinn, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(d_ω of the data BCs, d_ω of ``physics_bcs`` fresh physics BCs) of the fitted inner PINN."""
+    @property
+    def data_bcs(self) -> int:
+        """B: the data's training BCs, scenarios 0..B−1."""
+        return len(self.data.bcs_train)
+
+    @property
+    def count(self) -> int:
+        """S = B + ``physics_bcs``: the scenarios of an outer iteration."""
+        return self.data_bcs + self.physics_bcs
+
+    def draw_physics(self, generator: torch.Generator) -> torch.Tensor:
+        """An iteration's ``physics_bcs`` fresh BCs (physics_bcs, K), uniform in the BC part of the point box."""
         data, problem = self.data, self.data.physics
-        x = records(data.grid, data.bcs_train)
-        u = fitted.solution(x[:, : problem.coords], x[:, problem.coords:])
-        fields = data.y_train.reshape(len(data.bcs_train), -1)
-        measured = self.distance(u.reshape(fields.shape), fields)
-        if self.physics_bcs == 0:
-            return measured, measured.new_zeros(0)
         low, high = data.low[problem.coords:], data.high[problem.coords:]
-        bcs = low + (high - low) * torch.rand(self.physics_bcs, problem.terms, generator=generator,
-                                              dtype=torch.float64).to(low.device)
-        xp = records(self.physics_grid, bcs)
-        z, a = xp[:, : problem.coords], xp[:, problem.coords:]
-        residual = fitted.residual(z, a).reshape(self.physics_bcs, -1)
-        reference = problem.operator(problem.lift, z, a).reshape(self.physics_bcs, -1)
-        return measured, residual.norm(dim=-1) / reference.norm(dim=-1)
+        return low + (high - low) * torch.rand(self.physics_bcs, problem.terms, generator=generator,
+                                               dtype=torch.float64).to(low.device)
+
+    def loss(self, fitted: InnerPinn, s: int, physics: torch.Tensor) -> torch.Tensor:
+        """d_s of the fitted inner PINN: for s < B the data BC s, distance(u(·, a_s), u_s) on the data's grid; else
+        the physics BC a = ``physics[s − B]`` (:meth:`draw_physics`), ‖L[u](·, a)‖₂ / ‖L[lift](·, a)‖₂ on the
+        physics grid."""
+        data, problem, b = self.data, self.data.physics, self.data_bcs
+        c = problem.coords
+        if s < b:
+            x = records(data.grid, data.bcs_train[s: s + 1])
+            field = data.y_train.reshape(b, -1)[s: s + 1]
+            return self.distance(fitted.solution(x[:, :c], x[:, c:]).reshape(field.shape), field)[0]
+        xp = records(self.physics_grid, physics[s - b: s - b + 1])
+        z, a = xp[:, :c], xp[:, c:]
+        return fitted.residual(z, a).norm() / problem.operator(problem.lift, z, a).norm()
 
 
 def build_task(spec: Any, ctx: RunContext) -> FieldObjective:

@@ -21,7 +21,7 @@ A is written in closed form: with t = 1 − φ² and G_jd = W_jd·2/(high_d − 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -128,3 +128,10 @@ class RandomFeaturePinn:
     def residual(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """L[u_w] at N points -> (N,)."""
         return residual(self.problem, self.features, self.w, z, a)
+
+    def coefficients(self) -> list[torch.Tensor]:
+        """[w]."""
+        return [self.w]
+
+    def with_coefficients(self, coefficients: list[torch.Tensor]) -> RandomFeaturePinn:
+        return replace(self, w=coefficients[0])

@@ -18,7 +18,7 @@ tangent features of the evaluation grids are never formed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.func import functional_call, jacrev, jvp, vmap
@@ -54,6 +54,13 @@ class TangentPinn:
     @property
     def problem(self) -> PdeProblem:
         return self.model.problem
+
+    def coefficients(self) -> list[torch.Tensor]:
+        """Δ's tensors, in the order of the model's parameters."""
+        return list(self.delta.values())
+
+    def with_coefficients(self, coefficients: list[torch.Tensor]) -> TangentPinn:
+        return replace(self, delta=dict(zip(self.delta, coefficients)))
 
     def initial(self) -> Parameters:
         """θ0, detached from the module."""
