@@ -76,6 +76,17 @@ def test_a_cpu_only_backend_runs_auto_on_the_cpu_and_refuses_cuda(name: str) -> 
     assert "fix: set runtime.device: cpu (or auto, which runs it on the CPU)" in err.value.render()
 
 
+def test_evaluate_of_a_cpu_only_run_refuses_cuda_and_runs_auto_on_the_cpu(tmp_path: Path) -> None:
+    """``ddspec evaluate DIR --set runtime.device=...`` asks the saved run's backend as ``compile`` does."""
+    from ddspec.runtime.runner import reevaluate
+
+    out = tmp_path / "run"
+    ddspec.compile(shrink(EXAMPLES / CPU_ONLY["milp"])).run(out)
+    with pytest.raises(SpecError) as err:
+        reevaluate(out, ["runtime.device=cuda"])
+    assert "[DEVICE_CPU_ONLY] runtime.device: backend `milp` has no CUDA path: " in err.value.render()
+    assert "accuracy" in reevaluate(out, ["runtime.device=auto"])
+    assert ddspec.load(out / "spec.yaml").runtime.device == "cpu"
 @pytest.mark.cuda
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", list(CPU_ONLY.values()))

@@ -140,7 +140,7 @@ def compile(problem: Any) -> Plan:
         raise WellPosednessError(errors)
     backend, reason, rejected = _choose(analysis)
     chosen = {k: v for k, v in backend.resolve(analysis).items() if _get(problem, k) is None}
-    placed = _cpu_only(problem, backend)
+    placed = cpu_only_findings(problem, backend)
     if placed:
         chosen["runtime.device"] = "cpu"
     if chosen:
@@ -153,9 +153,10 @@ def compile(problem: Any) -> Plan:
     return Plan(problem, analysis, backend.name, reason, rejected, defaults, notes, estimate)
 
 
-def _cpu_only(problem: Any, backend: Backend) -> list[Finding]:
+def cpu_only_findings(problem: Any, backend: Backend) -> list[Finding]:
     """For a backend that computes on the CPU only (``Backend.cpu_only``): with ``runtime.device: auto`` a note that
-    the run is on the CPU and why (the caller resolves the device to cpu); ``cuda`` is a SpecError DEVICE_CPU_ONLY."""
+    the run is on the CPU and why (the caller resolves the device to cpu); ``cuda`` is a SpecError DEVICE_CPU_ONLY.
+    ``compile`` asks it for a new run, ``ddspec evaluate`` for the saved run's backend."""
     if not backend.cpu_only or problem.runtime.device == "cpu":
         return []
     if problem.runtime.device == "cuda":
