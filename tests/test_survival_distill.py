@@ -151,3 +151,17 @@ def test_lifelines_as_a_black_box_fit_gives_the_same_analyses():
 def test_the_example_is_deterministic_and_resumes_bit_for_bit():
     check_determinism(EXAMPLE)
     check_resume(EXAMPLE)
+
+
+@pytest.mark.parametrize("n", [1, 7, 50, 120])
+def test_the_random_baselines_subsample_each_source_in_proportion(n):
+    """per_source_draw: distinct patients, Σ n_s = n, each n_s within 1 of n N_s / N (hand-computed for 7 of 60/30/10)."""
+    from ddspec.evaluate.survival import per_source_draw
+
+    source_of = np.repeat([0, 1, 2], [60, 30, 10])
+    picked = per_source_draw(source_of, n, np.random.default_rng(0))
+    taken = np.bincount(source_of[picked], minlength=3)
+    assert len(set(picked.tolist())) == len(picked) == min(n, 100)
+    assert np.all(np.abs(taken - min(n, 100) * np.array([0.6, 0.3, 0.1])) < 1)
+    if n == 7:
+        assert taken.tolist() == [4, 2, 1]  # 4.2, 2.1, 0.7: floors 4, 2, 0, the one left to the largest remainder

@@ -23,10 +23,10 @@ of that column in its risk score.
   no source has); ``bn_tv``, per evidence set, Σ_e P(e)·|P_T(O = 1 | e) − P_oracle(O = 1 | e)| of the Bayesian
   network (3 bins, naive structure) fitted on T and on the complete training patients.
 
-:func:`survival_report` adds the baselines: ``random_em`` and ``random_mice`` (n̂ random training patients,
-completed by EM imputation or MICE; the median of each figure over :data:`DRAWS` draws), ``em_full``,
-``mice_full`` (every training patient, completed), ``sources`` (each source's own Cox fit) and, with one table,
-``oracle`` (every training patient, all columns).
+:func:`survival_report` adds the baselines: ``random_em`` and ``random_mice`` (n̂ training patients, a random
+subsample of each source in proportion to its size, completed by EM imputation or MICE; the median of each figure
+over :data:`DRAWS` draws), ``em_full``, ``mice_full`` (every training patient, completed), ``sources`` (each
+source's own Cox fit) and, with one table, ``oracle`` (every training patient, all columns).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddspec.components.categorical.heuristic import largest_remainder
 from ddspec.components.survival.analyses import Analyses, Standardized, build_analyses
 from ddspec.components.survival.bayes_net import total_variation
 from ddspec.components.survival.cox import cox_fitter, harrell_c, survival_functions
@@ -181,8 +182,7 @@ def baselines(reference: Reference, n: int, draws: int = DRAWS, seed: int = BASE
     objective = task_objective(reference.problem, analyses)
     out: dict[str, Any] = {}
     for name, pool in (("random_em", em_full), ("random_mice", mice_full)):
-        tables = [pool.rows(rng.choice(len(train.time), min(n, len(train.time)), replace=False))
-                  for _ in range(draws)]
+        tables = [pool.rows(per_source_draw(data.source_of, n, rng)) for _ in range(draws)]
         figures = [reference.assess(t) | {"objective": objective(t)} for t in tables]
         out[name] = median_figures(figures) | {"draws": draws}
     out["em_full"] = reference.assess(em_full)
@@ -191,6 +191,16 @@ def baselines(reference: Reference, n: int, draws: int = DRAWS, seed: int = BASE
     if data.x_oracle is not None:
         out["oracle"] = reference.assess(data.oracle_table())
     return out
+
+
+def per_source_draw(source_of: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """min(n, N) of the N training patients without replacement, a random subsample of each source: source s gives
+    n_s of its N_s patients, n_s the largest-remainder rounding of n N_s / N (so Σ n_s = n and |n_s − n N_s/N| < 1)."""
+    sources, sizes = np.unique(source_of, return_counts=True)
+    n = min(n, len(source_of))
+    takes = largest_remainder(n * sizes / sizes.sum(), n)
+    return np.concatenate([rng.choice(np.flatnonzero(source_of == s), k, replace=False)
+                           for s, k in zip(sources, takes, strict=True)])
 
 
 def task_objective(problem: Any, analyses: Analyses) -> Callable[[Table], float]:
