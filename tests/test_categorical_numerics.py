@@ -98,6 +98,21 @@ def test_warm_start_is_accepted_and_optimal() -> None:
     assert solve(program, "highs", max_nodes=0).counts is None
 
 
+@pytest.mark.parametrize("time_limit", [None, 60.0])
+def test_highs_progress_bar_reports_the_solve_and_changes_nothing(time_limit: float | None, capsys) -> None:
+    """With ``progress`` HiGHS's callbacks feed a bar (seconds, incumbent, bound, nodes); the solution is the same."""
+    real = skewed_table(40, seed=5)
+    program = objective_for(real, 7, MarginalsTask(ways=[1, 2])).program(joint_cells(SIZES))
+    quiet = solve(program, "highs", time_limit=time_limit)
+    capsys.readouterr()
+    shown = solve(program, "highs", time_limit=time_limit, progress=True)
+    err = capsys.readouterr().err
+    assert "integer program (HiGHS)" in err and "nodes=" in err and f"objective={shown.objective:.4g}" in err
+    assert ("/60.0 s" in err) == (time_limit is not None)
+    np.testing.assert_array_equal(shown.counts, quiet.counts)
+    assert shown.objective == quiet.objective and shown.nodes == quiet.nodes
+
+
 @pytest.mark.parametrize("route", ["exact", "candidates"])
 def test_m_equal_n_gives_zero(route: str) -> None:
     """With m = n the real table itself is feasible: the optimum (and the heuristic) is 0."""

@@ -92,13 +92,18 @@ class RunContext:
             after_each = scheduler.step
         return optimizer, self.loop(opt.iterations, saved, desc, fix, after_each)
 
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars are drawn when ``runtime.progress`` asks for them, by the rank that writes."""
+        return self.problem.runtime.progress and self.ranks.writer
+
     def loop(self, total: int, state: dict[str, Any], desc: str = "distill", fix: str = "",
              after_each: Callable[[], Any] | None = None) -> Loop:
         """A checkpointed loop over ``total`` iterations; ``state`` (with the generator added) is what its
         checkpoints save; ``after_each()`` runs after every iteration."""
         loop = Loop(
             self.out / CHECKPOINT, total, self.problem.runtime.checkpoint_every,
-            {**state, "generator": self.generator}, desc=desc, show=self.problem.runtime.progress and self.ranks.writer,
+            {**state, "generator": self.generator}, desc=desc, show=self.show_progress,
             resume=self.resume, fix=fix, after_each=after_each, ranks=self.ranks,
         )
         self.loops.append(loop)

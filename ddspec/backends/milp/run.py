@@ -83,7 +83,7 @@ def integer_program(ctx: RunContext, objective: TableObjective, real: np.ndarray
         warm = heuristic(program, cell_counts(real, cells) * (objective.m / len(real)), opt.moves)
         info["heuristic_seconds"] = time.perf_counter() - start
         candidates.append(Candidate("heuristic", expand(cells, warm), program.objective(warm)))
-    solution = solve(program, opt.solver, warm, opt.max_nodes, opt.time_limit)
+    solution = solve(program, opt.solver, warm, opt.max_nodes, opt.time_limit, ctx.show_progress)
     if solution.counts is not None:
         candidates.insert(0, Candidate("solver", expand(cells, solution.counts), solution.objective))
     info.update({"solver": solution.solver, "status": solution.status, "nodes": solution.nodes,

@@ -7,6 +7,8 @@ over C cells x (Q: R x C statistics of the cells, m t: the real statistics scale
 warm-started from a feasible table by ``setSolution``), ``scipy`` (``scipy.optimize.milp``) and ``cvxpy`` (cvxpy's
 HiGHS interface, which warm-starts only from its own previous solve, so it takes none). The work is bounded by
 ``max_nodes`` branch-and-bound nodes (reproducible) and optionally by ``time_limit`` seconds (machine-dependent).
+HiGHS reports its progress through callbacks: with ``progress`` a bar shows the seconds spent (of the time limit),
+the incumbent's objective, the bound and the nodes; scipy and cvxpy solve without a bar.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,11 +95,12 @@ class Solution:
 
 
 def solve(program: CountProgram, solver: str, warm: np.ndarray | None = None, max_nodes: int | None = None,
-          time_limit: float | None = None) -> Solution:
+          time_limit: float | None = None, progress: bool = False) -> Solution:
     """Solve ``program`` with ``solver`` (highs, scipy or cvxpy) within the limits; ``warm`` (feasible counts)
-    warm-starts highs."""
+    warm-starts highs; ``progress`` draws highs's bar (module docstring)."""
     start = time.perf_counter()
-    counts, objective, bound, status, nodes = SOLVERS[solver](program, warm, max_nodes, time_limit)
+    limits = Limits(max_nodes, time_limit, progress)
+    counts, objective, bound, status, nodes = SOLVERS[solver](program, warm, limits)
     if counts is not None:
         integral = np.rint(np.clip(counts, 0, None)).astype(np.int64)
         if integral.sum() != program.m or np.abs(counts - integral).max(initial=0.0) > 1e-6:
@@ -109,7 +113,37 @@ def solve(program: CountProgram, solver: str, warm: np.ndarray | None = None, ma
 Answer = tuple[np.ndarray | None, float, float, str, int]
 
 
-def _highs(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None, time_limit: float | None) -> Answer:
+@dataclass(frozen=True)
+class Limits:
+    """What bounds a solve (``max_nodes``, ``time_limit`` seconds) and whether it shows its ``progress``."""
+
+    max_nodes: int | None = None
+    time_limit: float | None = None
+    progress: bool = False
+
+
+class SolveBar:
+    """A tqdm bar over a HiGHS solve's seconds (total: the time limit, if any), fed by its MIP interrupt callback
+    with the incumbent's objective (primal bound), the dual bound and the branch-and-bound nodes."""
+
+    def __init__(self, time_limit: float | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=time_limit, desc="integer program (HiGHS)", unit="s", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} s{postfix}" if time_limit else
+                        "{desc}: {n:.1f} s{postfix}")
+
+    def tick(self, event: Any) -> None:
+        data = event.data_out
+        self.bar.set_postfix({"objective": f"{data.mip_primal_bound:.4g}", "bound": f"{data.mip_dual_bound:.4g}",
+                              "nodes": int(data.mip_node_count)}, refresh=False)
+        self.bar.update(max(float(data.running_time) - self.bar.n, 0.0))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _highs(program: CountProgram, warm: np.ndarray | None, limits: Limits) -> Answer:
     import highspy
 
     a, lower, upper = program.constraints()
@@ -125,7 +159,7 @@ def _highs(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = a.indptr, a.indices, a.data
     lp.integrality_ = [highspy.HighsVarType.kInteger] * c + [highspy.HighsVarType.kContinuous] * r
     h = highspy.Highs()
-    for name, value in _highs_options(max_nodes, time_limit).items():
+    for name, value in _highs_options(limits).items():
         h.setOptionValue(name, value)
     h.passModel(lp)
     if warm is not None:
@@ -133,7 +167,14 @@ def _highs(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None
         solution.col_value = list(program.with_errors(warm))
         solution.value_valid = True
         h.setSolution(solution)
-    h.run()
+    bar = SolveBar(limits.time_limit) if limits.progress else None
+    if bar is not None:
+        h.cbMipInterrupt.subscribe(bar.tick)
+    try:
+        h.run()
+    finally:
+        if bar is not None:
+            bar.close()
     info, status = h.getInfo(), h.modelStatusToString(h.getModelStatus())
     values = np.asarray(h.getSolution().col_value)
     found = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible and len(values) == c + r
@@ -142,27 +183,27 @@ def _highs(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None
     return counts, float(info.objective_function_value), bound, status, int(info.mip_node_count)
 
 
-def _highs_options(max_nodes: int | None, time_limit: float | None) -> dict[str, object]:
+def _highs_options(limits: Limits) -> dict[str, object]:
     """Quiet, proven optimality (no relative or absolute gap tolerance), one thread, fixed seed, the limits."""
     options: dict[str, object] = {"output_flag": False, "mip_rel_gap": 0.0, "mip_abs_gap": 1e-9, "threads": 1,
                                   "random_seed": 0}
-    if max_nodes is not None:
-        options["mip_max_nodes"] = int(max_nodes)
-    if time_limit is not None:
-        options["time_limit"] = float(time_limit)
+    if limits.max_nodes is not None:
+        options["mip_max_nodes"] = int(limits.max_nodes)
+    if limits.time_limit is not None:
+        options["time_limit"] = float(limits.time_limit)
     return options
 
 
-def _scipy(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None, time_limit: float | None) -> Answer:
+def _scipy(program: CountProgram, warm: np.ndarray | None, limits: Limits) -> Answer:
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     a, lower, upper = program.constraints()
     c, r = program.num_cells, program.num_rows
     options: dict[str, object] = {"disp": False, "mip_rel_gap": 0.0}
-    if max_nodes is not None:
-        options["node_limit"] = int(max_nodes)
-    if time_limit is not None:
-        options["time_limit"] = float(time_limit)
+    if limits.max_nodes is not None:
+        options["node_limit"] = int(limits.max_nodes)
+    if limits.time_limit is not None:
+        options["time_limit"] = float(limits.time_limit)
     result = milp(program.cost(), constraints=LinearConstraint(a, lower, upper),
                   integrality=np.concatenate([np.ones(c), np.zeros(r)]),
                   bounds=Bounds(np.zeros(c + r), np.concatenate([np.full(c, float(program.m)), np.full(r, np.inf)])),
@@ -173,13 +214,13 @@ def _scipy(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None
             math.nan if bound is None else float(bound), result.message, int(result.get("mip_node_count") or 0))
 
 
-def _cvxpy(program: CountProgram, warm: np.ndarray | None, max_nodes: int | None, time_limit: float | None) -> Answer:
+def _cvxpy(program: CountProgram, warm: np.ndarray | None, limits: Limits) -> Answer:
     import cvxpy as cp
 
     counts = cp.Variable(program.num_cells, integer=True)
     residual = program.matrix() @ counts - program.target
     problem = cp.Problem(cp.Minimize(program.weights @ cp.abs(residual)), [counts >= 0, cp.sum(counts) == program.m])
-    options = {k: v for k, v in _highs_options(max_nodes, time_limit).items() if k != "output_flag"}
+    options = {k: v for k, v in _highs_options(limits).items() if k != "output_flag"}
     problem.solve(solver=cp.HIGHS, **options)
     info = problem.solver_stats.extra_stats  # HiGHS's HighsInfo
     bound = float(info.mip_dual_bound) if info is not None and math.isfinite(info.mip_dual_bound) else math.nan
