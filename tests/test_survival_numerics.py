@@ -12,7 +12,7 @@ from ddspec.components.survival.bayes_net import BayesNet, total_variation
 from ddspec.components.survival.cox import fit_cox, harrell_c, partial_log_likelihood, score_and_information
 from ddspec.components.survival.data import Table
 from ddspec.components.survival.fusion import Discretizer, fit_network
-from ddspec.components.survival.kaplan_meier import ipcw_event_by, kaplan_meier
+from ddspec.components.survival.kaplan_meier import ipcw_event_by, ipcw_weights, kaplan_meier
 
 TAU = 1.0
 RATES = np.array([0.4, 1.2])  # hazard of T given S
@@ -81,6 +81,21 @@ def test_kaplan_meier_and_ipcw_match_the_exponential_survival():
         exact = np.exp(-rate * tau)
         assert kaplan_meier(time, event, np.array([tau]))[0] == pytest.approx(exact, abs=0.01)
         assert ipcw_event_by(time, event, tau) == pytest.approx(1 - exact, abs=0.01)
+
+
+def test_ipcw_within_studies_is_unbiased_where_the_pooled_censoring_curve_is_not():
+    """Two studies: A (T ~ Exp(1), censored early: C ~ Exp(2)) and B (T ~ Exp(0.2), never censored). Pooled,
+    censoring depends on T through the study; Ĝ within each study gives F(τ) = ½(1 − e^−τ) + ½(1 − e^−0.2τ)."""
+    rng = np.random.default_rng(2)
+    n = 40_000
+    t = np.concatenate([rng.exponential(1.0, n), rng.exponential(5.0, n)])
+    c = np.concatenate([rng.exponential(0.5, n), np.full(n, np.inf)])
+    time, event, study = np.minimum(t, c), t <= c, np.repeat([0, 1], n)
+    tau = 1.0
+    exact = 0.5 * (1 - np.exp(-tau)) + 0.5 * (1 - np.exp(-0.2 * tau))
+    assert ipcw_event_by(time, event, tau, study) == pytest.approx(exact, abs=0.01)
+    assert abs(ipcw_event_by(time, event, tau) - exact) > 0.05  # the pooled Ĝ weighs A's events too little
+    np.testing.assert_array_equal(ipcw_weights(time, event, tau, np.zeros(2 * n)), ipcw_weights(time, event, tau))
 
 
 def test_kaplan_meier_by_hand():

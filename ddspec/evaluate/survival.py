@@ -175,7 +175,7 @@ def baselines(reference: Reference, n: int, draws: int = DRAWS, seed: int = BASE
     random ones, ``objective``)."""
     data, train = reference.data, reference.train
     rng = np.random.default_rng(seed)
-    network = fit_network(train, reference.disc, reference.parents, 1.0)
+    network = fit_network(train, reference.disc, reference.parents, 1.0, data.groups_train.numpy())
     em_full = Table(em_complete(train, data, reference.disc, network, rng), train.time, train.event)
     mice_full = Table(mice_complete(train, data, seed), train.time, train.event)
     analyses = build_analyses(reference.problem.task, data, reference.problem)

@@ -66,7 +66,7 @@ def starting_table(data: SurvivalDataset, n: int, rng: np.random.Generator) -> T
     """n random training patients, their missing covariates imputed by the EM-fused network (3 bins, naive)."""
     train = data.train_table()
     disc = Discretizer.of(data, 3, None)
-    net = fit_network(train, disc, naive_structure(len(data.columns)), 1.0)
+    net = fit_network(train, disc, naive_structure(len(data.columns)), 1.0, data.groups_train.numpy())
     rows = train.rows(rng.choice(len(train.time), n, replace=n > len(train.time)))
     return Table(em_complete(rows, data, disc, net, rng), rows.time, rows.event)
 

@@ -105,7 +105,7 @@ class BnConditionals(Analysis):
         self.parents = structure_of(data.columns, spec.structure)
         self.sets = [data.column_index(e) for e in spec.evidence_sets(problem_data)]
         self.names = [f"bn_conditionals[{','.join(e)}]" for e in spec.evidence_sets(problem_data)]
-        self.network = fit_network(data.train_table(), self.disc, self.parents, spec.ess)
+        self.network = fit_network(data.train_table(), self.disc, self.parents, spec.ess, data.groups_train.numpy())
         self.reference = [self.network.conditional(len(data.columns), e) for e in self.sets]
 
     def conditionals(self, table: Table) -> list[np.ndarray]:

@@ -87,12 +87,13 @@ def structure_of(columns: Sequence[str], edges: dict[str, list[str]] | None) -> 
     return [[names.index(p) for p in edges.get(name, [])] for name in names]
 
 
-def fit_network(table: Table, disc: Discretizer, parents: list[list[int]], ess: float) -> BayesNet:
+def fit_network(table: Table, disc: Discretizer, parents: list[list[int]], ess: float,
+                groups: np.ndarray | None = None) -> BayesNet:
     """The network fitted on the table's rows with IPCW weights normalized to mean 1 (EM over the missing
-    covariates)."""
+    covariates); ``groups``: the study of each row, whose own censoring distribution weighs it."""
     codes = disc.codes(table)
     codes[codes[:, -1] < 0, -1] = 0  # weight 0: the value is never read
-    weights = ipcw_weights(table.time, table.event, disc.tau)
+    weights = ipcw_weights(table.time, table.event, disc.tau, groups)
     return BayesNet(disc.cards, parents, ess).fit(codes, weights=weights * len(weights) / max(weights.sum(), 1e-12))
 
 

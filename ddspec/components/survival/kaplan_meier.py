@@ -11,7 +11,8 @@ and the inverse-probability-of-censoring-weighted estimate of F(τ) = P(T ≤ τ
     F̂(τ) = (1/n) Σ_i δ_i 1[t_i ≤ τ] / Ĝ(t_i−)
 
 (Ĝ(t−) the left limit; with no censoring Ĝ ≡ 1 and F̂ is the empirical CDF). Censored patients are never dropped:
-they count in the risk sets until their time, and in Ĝ.
+they count in the risk sets until their time, and in Ĝ. Patients pooled from several studies, each with its own
+follow-up, get Ĝ_g of their own study g (``groups``): censoring need only be independent of T within a study.
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ def censoring_survival(time: np.ndarray, event: np.ndarray, at: np.ndarray, left
     return survival[np.searchsorted(steps, at, side="left" if left else "right")]
 
 
-def ipcw_weights(time: np.ndarray, event: np.ndarray, tau: float) -> np.ndarray:
+def ipcw_weights(time: np.ndarray, event: np.ndarray, tau: float, groups: np.ndarray | None = None) -> np.ndarray:
     """w_i = δ_i 1[t_i ≤ τ]/Ĝ(t_i−) + 1[t_i > τ]/Ĝ(τ): patients whose status at τ is known, weighted by the inverse
-    probability of being uncensored that long; 0 for a censoring at or before τ."""
+    probability of being uncensored that long; 0 for a censoring at or before τ. With ``groups`` (the study of each
+    patient) Ĝ is estimated within each group."""
     time, event = np.asarray(time, float), np.asarray(event, bool)
+    if groups is not None:
+        groups, weights = np.asarray(groups), np.zeros(len(time))
+        for g in np.unique(groups):
+            weights[groups == g] = ipcw_weights(time[groups == g], event[groups == g], tau)
+        return weights
     hit = event & (time <= tau)
     weights = np.zeros(len(time))
     weights[hit] = 1.0 / np.maximum(censoring_survival(time, event, time[hit], left=True), 1e-12)
@@ -59,10 +66,10 @@ def ipcw_weights(time: np.ndarray, event: np.ndarray, tau: float) -> np.ndarray:
     return weights
 
 
-def ipcw_event_by(time: np.ndarray, event: np.ndarray, tau: float) -> float:
-    """F̂(τ) = (1/n) Σ_i w_i δ_i 1[t_i ≤ τ] (:func:`ipcw_weights`)."""
+def ipcw_event_by(time: np.ndarray, event: np.ndarray, tau: float, groups: np.ndarray | None = None) -> float:
+    """F̂(τ) = (1/n) Σ_i w_i δ_i 1[t_i ≤ τ] (:func:`ipcw_weights`, Ĝ within each of ``groups`` if given)."""
     hit = np.asarray(event, bool) & (np.asarray(time, float) <= tau)
-    return float(np.sum(ipcw_weights(time, event, tau)[hit]) / len(hit))
+    return float(np.sum(ipcw_weights(time, event, tau, groups)[hit]) / len(hit))
 
 
 def time_grid(time: np.ndarray, event: np.ndarray, points: int, horizon: float) -> np.ndarray:
