@@ -60,7 +60,7 @@ class DistributedSpec(SpecModel):
     split: Literal["contiguous", "round_robin"] = "contiguous"
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     timeout_s: float = Field(600.0, gt=0, le=86400, description="Seconds a rank waits at the rendezvous and in "
-                             "every collective before the run fails with DISTRIBUTED_TIMEOUT.")
+                             "every collective before the run fails (DISTRIBUTED_RENDEZVOUS, DISTRIBUTED_LOST).")
 
     def shares(self, count: int, world: int) -> list[list[int]]:
         """The unit indices 0..count-1 of every rank 0..world-1 (uneven splits: some ranks get one more)."""

@@ -69,10 +69,10 @@ class NearestSyntheticGroups(SpecModel):
     space: Literal["input", "embedding"] = Field(
         "embedding",
         description="Where distances are measured: the raw inputs, or the embedding φ_θ of the current network "
-        "(as the paper's reference code does).",
+        "(the default: classes that overlap in input space often separate in the network's features).",
     )
     max_per_class: PositiveInt = Field(
-        10, description="At most this many groups per class (the paper: images per class, capped at 10)."
+        10, description="At most this many groups per class (a class has min(images per class, this) groups)."
     )
 
     def describe(self) -> str:
@@ -159,7 +159,7 @@ class GroupCVaRRisk(SpecModel):
     )
     batch_size: PositiveInt = Field(
         256,
-        description="Real samples per robust network-update step of gradient matching (the paper's 256), drawn "
+        description="Real samples per robust network-update step of gradient matching, drawn "
         "evenly from the classes. Distribution matching and the bilevel outer loss group the real batches of "
         "their objective (optimize.real_batch_per_class) instead.",
     )
