@@ -16,6 +16,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ddspec.errors import Finding, SpecError
+
 if TYPE_CHECKING:
     import torch
 
@@ -129,6 +131,17 @@ class Backend:
     #: ``compile`` then resolves ``runtime.device: auto`` to cpu (``explain`` says why) and refuses cuda
     #: (DEVICE_CPU_ONLY).
     cpu_only: str = ""
+
+    def device_findings(self, problem: Any) -> list[Finding]:
+        """For a backend that computes on the CPU only (``cpu_only``): with ``runtime.device: auto`` a note that
+        the run is on the CPU and why (the caller resolves the device to cpu); ``cuda`` is a SpecError
+        DEVICE_CPU_ONLY. ``compile`` asks it for a new run, ``ddspec evaluate`` for the saved run's backend."""
+        if not self.cpu_only or problem.runtime.device == "cpu":
+            return []
+        if problem.runtime.device == "cuda":
+            raise SpecError.one("DEVICE_CPU_ONLY", "runtime.device", f"backend `{self.name}` has no CUDA path: "
+                                f"{self.cpu_only}", "set runtime.device: cpu (or auto, which runs it on the CPU)")
+        return [Finding("DEVICE_CPU_ONLY", "runtime.device", f"runs on the CPU: {self.cpu_only}", severity="note")]
 
     def can_lower(self, analysis: Analysis) -> tuple[bool, str]:
         """(True, why) if this backend can run the problem, else (False, the reason it cannot)."""

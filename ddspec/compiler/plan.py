@@ -140,7 +140,7 @@ def compile(problem: Any) -> Plan:
         raise WellPosednessError(errors)
     backend, reason, rejected = _choose(analysis)
     chosen = {k: v for k, v in backend.resolve(analysis).items() if _get(problem, k) is None}
-    placed = cpu_only_findings(problem, backend)
+    placed = backend.device_findings(problem)
     if placed:
         chosen["runtime.device"] = "cpu"
     if chosen:
@@ -151,18 +151,6 @@ def compile(problem: Any) -> Plan:
     estimate = backend.estimate(analysis)
     notes += _memory_findings(estimate, problem.runtime.device)
     return Plan(problem, analysis, backend.name, reason, rejected, defaults, notes, estimate)
-
-
-def cpu_only_findings(problem: Any, backend: Backend) -> list[Finding]:
-    """For a backend that computes on the CPU only (``Backend.cpu_only``): with ``runtime.device: auto`` a note that
-    the run is on the CPU and why (the caller resolves the device to cpu); ``cuda`` is a SpecError DEVICE_CPU_ONLY.
-    ``compile`` asks it for a new run, ``ddspec evaluate`` for the saved run's backend."""
-    if not backend.cpu_only or problem.runtime.device == "cpu":
-        return []
-    if problem.runtime.device == "cuda":
-        raise SpecError.one("DEVICE_CPU_ONLY", "runtime.device", f"backend `{backend.name}` has no CUDA path: "
-                            f"{backend.cpu_only}", "set runtime.device: cpu (or auto, which runs it on the CPU)")
-    return [Finding("DEVICE_CPU_ONLY", "runtime.device", f"runs on the CPU: {backend.cpu_only}", severity="note")]
 
 
 def _memory_findings(estimate: Estimate, device: str) -> list[Finding]:

@@ -224,7 +224,6 @@ def reevaluate(out: Path, overrides: list[str]) -> dict[str, Any]:
     saved data. ``spec.yaml`` is rewritten with the changes once the evaluation has succeeded. Relative data
     paths of the saved spec are resolved against the ``base_dir`` recorded in ``plan.json``. Under torchrun the
     (model, seed) runs are split across the ranks as in ``ddspec run``, and rank 0 writes."""
-    from ddspec.compiler.plan import cpu_only_findings
     from ddspec.runtime import distributed
     from ddspec.runtime.device import seed_everything, select_device
     from ddspec.spec.loading import load
@@ -245,7 +244,7 @@ def reevaluate(out: Path, overrides: list[str]) -> dict[str, Any]:
             raise SpecError.one("BAD_OVERRIDE", "runtime.seed",
                                 "runtime.seed drove the distillation that made the saved data; it cannot change here",
                                 "keep runtime.seed, or distill again with `ddspec run --set runtime.seed=...`")
-        if cpu_only_findings(problem, load_backends()[saved["backend"]]):
+        if load_backends()[saved["backend"]].device_findings(problem):
             problem = problem.model_copy(update={"runtime": problem.runtime.model_copy(update={"device": "cpu"})})
         ranks = distributed.start(problem.runtime.distributed, problem.runtime.device)
         try:
