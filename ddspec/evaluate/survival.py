@@ -42,7 +42,14 @@ from ddspec.components.survival.analyses import Analyses, Standardized, build_an
 from ddspec.components.survival.bayes_net import total_variation
 from ddspec.components.survival.cox import cox_fitter, harrell_c, survival_functions
 from ddspec.components.survival.data import SurvivalDataset, Table
-from ddspec.components.survival.fusion import Discretizer, em_complete, fit_network, mice_complete, naive_structure
+from ddspec.components.survival.fusion import (
+    Discretizer,
+    em_complete,
+    fit_fused_network,
+    fit_network,
+    mice_complete,
+    naive_structure,
+)
 from ddspec.components.survival.kaplan_meier import kaplan_meier, time_grid
 from ddspec.evaluate.metrics import Metric, Scored
 from ddspec.registry import RISKS
@@ -175,7 +182,7 @@ def baselines(reference: Reference, n: int, draws: int = DRAWS, seed: int = BASE
     random ones, ``objective``)."""
     data, train = reference.data, reference.train
     rng = np.random.default_rng(seed)
-    network = fit_network(train, reference.disc, reference.parents, 1.0, data.groups_train.numpy())
+    network = fit_fused_network(data, reference.disc, reference.parents, 1.0)
     em_full = Table(em_complete(train, data, reference.disc, network, rng), train.time, train.event)
     mice_full = Table(mice_complete(train, data, seed), train.time, train.event)
     analyses = build_analyses(reference.problem.task, data, reference.problem)

@@ -17,7 +17,7 @@ from ddspec.components import zero_order
 from ddspec.components.objectives.risks import RiskMeasure
 from ddspec.components.survival.analyses import Analyses, build_analyses
 from ddspec.components.survival.data import SurvivalDataset, Table
-from ddspec.components.survival.fusion import Discretizer, em_complete, fit_network, naive_structure, snap
+from ddspec.components.survival.fusion import Discretizer, em_complete, fit_fused_network, naive_structure, snap
 from ddspec.components.synthetic.set import SyntheticSet
 from ddspec.registry import RISKS
 from ddspec.runtime.context import RunContext
@@ -66,7 +66,7 @@ def starting_table(data: SurvivalDataset, n: int, rng: np.random.Generator) -> T
     """n random training patients, their missing covariates imputed by the EM-fused network (3 bins, naive)."""
     train = data.train_table()
     disc = Discretizer.of(data, 3, None)
-    net = fit_network(train, disc, naive_structure(len(data.columns)), 1.0, data.groups_train.numpy())
+    net = fit_fused_network(data, disc, naive_structure(len(data.columns)), 1.0)
     rows = train.rows(rng.choice(len(train.time), n, replace=n > len(train.time)))
     return Table(em_complete(rows, data, disc, net, rng), rows.time, rows.event)
 

@@ -22,7 +22,7 @@ import numpy as np
 from ddspec.components.survival.bayes_net import total_variation
 from ddspec.components.survival.cox import CoxFitter, cox_fitter
 from ddspec.components.survival.data import SurvivalDataset, Table
-from ddspec.components.survival.fusion import Discretizer, fit_network, structure_of
+from ddspec.components.survival.fusion import Discretizer, fit_fused_network, fit_network, structure_of
 from ddspec.components.survival.kaplan_meier import kaplan_meier, time_grid
 from ddspec.registry import SURVIVAL_ANALYSES
 
@@ -105,7 +105,7 @@ class BnConditionals(Analysis):
         self.parents = structure_of(data.columns, spec.structure)
         self.sets = [data.column_index(e) for e in spec.evidence_sets(problem_data)]
         self.names = [f"bn_conditionals[{','.join(e)}]" for e in spec.evidence_sets(problem_data)]
-        self.network = fit_network(data.train_table(), self.disc, self.parents, spec.ess, data.groups_train.numpy())
+        self.network = fit_fused_network(data, self.disc, self.parents, spec.ess)
         self.reference = [self.network.conditional(len(data.columns), e) for e in self.sets]
 
     def conditionals(self, table: Table) -> list[np.ndarray]:

@@ -97,6 +97,12 @@ def fit_network(table: Table, disc: Discretizer, parents: list[list[int]], ess: 
     return BayesNet(disc.cards, parents, ess).fit(codes, weights=weights * len(weights) / max(weights.sum(), 1e-12))
 
 
+def fit_fused_network(data: SurvivalDataset, disc: Discretizer, parents: list[list[int]], ess: float) -> BayesNet:
+    """The EM fusion of the sources: :func:`fit_network` on the stacked training patients, each weighted by the
+    censoring distribution of its own study (table)."""
+    return fit_network(data.train_table(), disc, parents, ess, data.groups_train.numpy())
+
+
 def em_complete(table: Table, data: SurvivalDataset, disc: Discretizer, net: BayesNet,
                 rng: np.random.Generator) -> np.ndarray:
     """The covariates with every missing value imputed (see the module docstring)."""
